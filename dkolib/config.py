@@ -1,0 +1,273 @@
+"""Typed configuration: one object per run, loaded from ``config/<profile>.yaml``.
+
+Every number the pipeline uses lives in a profile file; code reads it from the
+``Config`` object returned by :func:`load_config`. Unknown keys, wrong types and
+out-of-range values fail with a :class:`ConfigError` that names the key.
+
+Overrides use dotted keys, e.g. ``load_config("default", {"optics.n_cells": 129})``
+or, from the command line, ``optics.n_cells=129``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+PROFILES = ("smoke", "default", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, mistyped or out of range."""
+
+
+def _range(lo: float | None = None, hi: float | None = None, choices: tuple | None = None):
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+@dataclass(frozen=True)
+class OpticsConfig:
+    """Geometry of the metasurface array and the sensor (SI units)."""
+
+    n_cells: int = field(default=257, metadata=_range(8, 8193))
+    """Simulation samples per side of one metasurface (the paper: 1025)."""
+    cell_pitch_m: float = field(default=2.5e-6, metadata=_range(1e-8, 1e-3))
+    """Sampling pitch of the metasurface plane (the paper: 2.5 um)."""
+    unit_cell_m: float = field(default=300e-9, metadata=_range(1e-8, 1e-5))
+    """Meta-atom unit cell (lattice constant) used by the RCWA library."""
+    sensor_distance_m: float = field(default=1e-2, metadata=_range(1e-5, 10.0))
+    source_distance_m: float = field(default=10.0, metadata=_range(1e-3, 1e6))
+    pixel_pitch_m: float = field(default=2.74e-6, metadata=_range(1e-8, 1e-3))
+    kernel_size: int = field(default=7, metadata=_range(1, 63))
+    loss_window_px: int = field(default=14, metadata=_range(1, 255))
+    """Side of the sensor window that the DKO loss compares (paper: 2 x kernel)."""
+    render_window_px: int = field(default=31, metadata=_range(1, 1023))
+    """Side of the sensor window used for full-PSF (physical) rendering."""
+    subpixel: int = field(default=3, metadata=_range(1, 16))
+    """Samples per sensor pixel per axis used to integrate over pixel area."""
+    wavelengths_m: tuple = (700e-9, 550e-9, 400e-9)
+    """Design wavelength for each input colour channel (R, G, B)."""
+    meta_atom: str = field(default="tio2", metadata=_range(choices=("tio2", "ideal")))
+    engine: str = field(default="fast", metadata=_range(choices=("fast", "reference")))
+    photons_per_pixel: float = field(default=1000.0, metadata=_range(1.0, 1e9))
+    """Mean photo-electrons of a white pixel seen through an ideal delta PSF."""
+    read_noise_e: float = field(default=2.0, metadata=_range(0.0, 1e4))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    height: int = field(default=96, metadata=_range(16, 4096))
+    width: int = field(default=320, metadata=_range(16, 8192))
+    n_train: int = field(default=1200, metadata=_range(1, 10_000_000))
+    n_val: int = field(default=100, metadata=_range(1, 10_000_000))
+    n_test: int = field(default=200, metadata=_range(1, 10_000_000))
+    min_depth_m: float = field(default=1e-3, metadata=_range(0.0, 10.0))
+    max_depth_m: float = field(default=80.0, metadata=_range(1.0, 1000.0))
+    dataset: str = field(default="synthetic", metadata=_range(choices=("synthetic", "kitti")))
+    kitti_root: str = ""
+    """Root of a KITTI raw download (only read when dataset == 'kitti')."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width_factor: float = field(default=0.25, metadata=_range(0.03125, 4.0))
+    """Channel multiplier on the ResNet-18 widths (1.0 = 64 conv1 channels)."""
+    scales: int = field(default=4, metadata=_range(1, 4))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = field(default=3000, metadata=_range(1, 10_000_000))
+    batch_size: int = field(default=8, metadata=_range(1, 4096))
+    lr: float = field(default=1e-3, metadata=_range(1e-8, 10.0))
+    weight_decay: float = field(default=1e-4, metadata=_range(0.0, 10.0))
+    eval_every: int = field(default=250, metadata=_range(1, 10_000_000))
+    checkpoint_every: int = field(default=250, metadata=_range(1, 10_000_000))
+
+
+@dataclass(frozen=True)
+class DKOConfig:
+    steps: int = field(default=500, metadata=_range(1, 10_000_000))
+    lr: float = field(default=5e-2, metadata=_range(1e-8, 100.0))
+    loss: str = field(default="leakage", metadata=_range(choices=("paper", "leakage")))
+    leakage_weight: float = field(default=1.0, metadata=_range(0.0, 1e6))
+    init: str = field(default="lens", metadata=_range(choices=("lens", "random")))
+    finetune_steps: int = field(default=500, metadata=_range(0, 10_000_000))
+    finetune_lr: float = field(default=3e-4, metadata=_range(1e-8, 10.0))
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    steps: int = field(default=1000, metadata=_range(1, 10_000_000))
+    batch_size: int = field(default=8, metadata=_range(1, 4096))
+    lr_net: float = field(default=1e-3, metadata=_range(1e-8, 10.0))
+    lr_optics: float = field(default=5e-2, metadata=_range(1e-8, 100.0))
+    init: str = field(default="random", metadata=_range(choices=("lens", "random")))
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    ladder_fractions: tuple = (0.25, 0.5, 1.0, 2.0)
+    """Budgets as multiples of DKO's full cost (stage 1 + stage 2)."""
+    seeds: tuple = (0, 1, 2)
+    engines: tuple = ("fast", "reference")
+    lr_grid: tuple = (0.5, 1.0, 2.0)
+    """Learning-rate multipliers searched identically for every method."""
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = field(default="default", metadata=_range(choices=PROFILES))
+    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    threads: int = field(default=2, metadata=_range(1, 1024))
+    device: str = field(default="cpu", metadata=_range(choices=("cpu", "cuda")))
+    optics: OpticsConfig = OpticsConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    stage1: TrainConfig = TrainConfig()
+    dko: DKOConfig = DKOConfig()
+    e2e: E2EConfig = E2EConfig()
+    budget: BudgetConfig = BudgetConfig()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+        """A copy with dotted-key overrides applied (validated like a file)."""
+        merged = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(merged, key, value)
+        return from_dict(merged)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], dict):
+            raise ConfigError(f"unknown config key '{key}': '{'.'.join(parts[: i + 1])}' is not a section")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(f"unknown config key '{key}'")
+    node[parts[-1]] = value
+
+
+def _coerce(key: str, value: Any, typ: Any, meta: Mapping) -> Any:
+    if isinstance(value, str) and typ is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config key '{key}': cannot parse {value!r}") from err
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        value = int(value)
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    elif typ is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) == 0:
+            raise ConfigError(f"config key '{key}' must be a non-empty list, got {value!r}")
+        value = tuple(value)
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"config key '{key}' = {value!r} is below its minimum {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"config key '{key}' = {value!r} is above its maximum {hi}")
+    return value
+
+
+def _build(cls: type, data: Mapping, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, data[name], f"{prefix}{name}.")
+        else:
+            if get_origin(typ) is not None and get_args(typ):
+                typ = get_origin(typ)
+            kwargs[name] = _coerce(prefix + name, data[name], typ, f.metadata)
+    obj = cls(**kwargs)
+    _check_consistency(obj, prefix)
+    return obj
+
+
+def _check_consistency(obj: Any, prefix: str) -> None:
+    if isinstance(obj, OpticsConfig):
+        if obj.kernel_size % 2 != 1:
+            raise ConfigError(f"config key '{prefix}kernel_size' must be odd, got {obj.kernel_size}")
+        if obj.render_window_px < obj.kernel_size:
+            raise ConfigError(
+                f"config key '{prefix}render_window_px' ({obj.render_window_px}) must be at least "
+                f"kernel_size ({obj.kernel_size})"
+            )
+        if obj.n_cells % 2 != 1:
+            raise ConfigError(
+                f"config key '{prefix}n_cells' must be odd so that the optical axis falls on a cell, "
+                f"got {obj.n_cells} (the paper uses 1025)"
+            )
+        if len(obj.wavelengths_m) != 3 or not all(200e-9 <= w <= 2e-6 for w in obj.wavelengths_m):
+            raise ConfigError(
+                f"config key '{prefix}wavelengths_m' must list 3 wavelengths in metres between "
+                f"200e-9 and 2e-6, got {obj.wavelengths_m!r}"
+            )
+
+
+def from_dict(data: Mapping) -> Config:
+    return _build(Config, data, "")
+
+
+def profile_path(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def load_config(profile: str = "default", overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``config/<profile>.yaml`` and apply dotted-key ``overrides``."""
+    path = profile_path(profile)
+    if not path.exists():
+        raise ConfigError(f"profile file {path} is missing")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if data.get("profile", profile) != profile:
+        raise ConfigError(f"{path} declares profile '{data.get('profile')}', expected '{profile}'")
+    data["profile"] = profile
+    cfg = from_dict(data)
+    return cfg.replace(dict(overrides)) if overrides else cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """Turn ``["optics.n_cells=129", ...]`` into a dict (values parsed later)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
