@@ -1,0 +1,64 @@
+"""Where every artefact of the pipeline lives (one source of truth for paths).
+
+Layout, relative to the repository root::
+
+    cache/data/<profile>/{train,val,test}.npz   generated data (not committed)
+    results/<profile>/...                        tables, checkpoints, executed notebooks
+    results/benchmarks/*.csv                     speed measurements (machine-specific)
+    figures/<profile>/*.png|pdf                  figures
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ProfilePaths:
+    """All paths of one profile's run. ``root`` defaults to the repository root."""
+
+    profile: str
+    root: Path = REPO_ROOT
+
+    @property
+    def data_cache(self) -> Path:
+        return self.root / "cache" / "data" / self.profile
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results" / self.profile
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures" / self.profile
+
+    @property
+    def benchmarks(self) -> Path:
+        return self.root / "results" / "benchmarks"
+
+    @property
+    def stage1(self) -> Path:
+        return self.results / "stage1"
+
+    @property
+    def dko(self) -> Path:
+        return self.results / "dko"
+
+    @property
+    def dko_finetune(self) -> Path:
+        return self.results / "dko_finetune"
+
+    @property
+    def e2e(self) -> Path:
+        return self.results / "e2e"
+
+    @property
+    def equal_budget(self) -> Path:
+        return self.results / "equal_budget"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.results / "notebooks"

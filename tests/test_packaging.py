@@ -1,0 +1,53 @@
+"""The repository's promises about itself: dependency lists in sync, profiles valid."""
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+from dkolib.config import PROFILES, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {_name(r) for r in pip_section if not r.startswith("-e")}
+    assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_load(profile):
+    cfg = load_config(profile)
+    assert cfg.profile == profile
+    assert cfg.optics.n_cells % 2 == 1
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="optics.n_cell'"):
+        load_config("smoke", {"optics.n_cell": 129})
+
+
+def test_out_of_range_is_named():
+    with pytest.raises(ConfigError, match="stage1.lr"):
+        load_config("smoke", {"stage1.lr": -1.0})
+
+
+def test_even_grid_rejected():
+    with pytest.raises(ConfigError, match="n_cells"):
+        load_config("smoke", {"optics.n_cells": 64})
+
+
+def test_override_from_string():
+    cfg = load_config("smoke", {"optics.n_cells": "129", "budget.seeds": "[1, 2]"})
+    assert cfg.optics.n_cells == 129 and cfg.budget.seeds == (1, 2)
