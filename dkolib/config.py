@@ -69,6 +69,8 @@ class DataConfig:
     min_depth_m: float = field(default=1e-3, metadata=_range(0.0, 10.0))
     max_depth_m: float = field(default=80.0, metadata=_range(1.0, 1000.0))
     dataset: str = field(default="synthetic", metadata=_range(choices=("synthetic", "kitti")))
+    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    """Seed of the synthetic scenes; independent of the training seed."""
     kitti_root: str = ""
     """Root of a KITTI raw download (only read when dataset == 'kitti')."""
 
