@@ -1,0 +1,652 @@
+"""Training loops with budget accounting: stage 1, end-to-end (E2E), fine-tuning.
+
+Loss (supervised depth)
+-----------------------
+:func:`depth_loss` is the mean absolute error of **log depth** over valid
+ground-truth pixels (``min_depth_m <= gt <= max_depth_m``; gt 0 = invalid),
+averaged over all disparity scales, each upsampled bilinearly to full
+resolution (Monodepth2's multi-scale trick) and decoded to metres with
+Monodepth2's :func:`~dkolib.model.disp_to_depth` (0.1 m .. 100 m). Why: it is
+metric (no scale ambiguity, so evaluation works without median scaling), treats
+near and far errors relatively (like AbsRel, the headline metric), is robust
+(L1) and needs no tuning weights -- what a short CPU schedule wants. The same
+loss trains stage 1 and the joint E2E baseline, so the comparison is on equal
+terms. The optics-only E2E baseline uses the paper's loss instead: MSE between
+the student's and the frozen teacher's sigmoid disparities (all scales).
+
+Loop
+----
+:func:`train_loop` runs AdamW with a step learning-rate decay (x0.1 after 75 %
+of the steps, as Monodepth2 after 15 of 20 epochs), shows tqdm progress, logs
+``step, wall_s, cpu_s, flops, loss, lr`` every step plus ``val_<metric>``
+columns at evaluation steps to an atomically rewritten CSV, and writes an
+atomic checkpoint (model, optimizer, scheduler, sampler and RNG states, step,
+history, budget meter) every ``checkpoint_every`` steps and at the end. If the
+checkpoint exists it resumes from it; the result is bit-identical to an
+uninterrupted run with the same seed and thread count.
+
+Budget: only training steps are charged to the :class:`~dkolib.budget.BudgetMeter`
+(data loading, forward, backward, optimizer, optical simulation); evaluation and
+checkpoint I/O are not (they are measurement, identical for every method).
+When a front end with trainable optics is trained, the PSF simulation is split
+out of the counted graph: PSFs are computed, a detached copy goes through the
+network under ``FlopCounterMode``, and the PSF gradient is back-propagated
+separately; the simulation is charged analytically (``extra_step_flops``: 3x
+the forward count of ``psf.count_psf_flops``, forward + backward), so it is
+neither missed (FFTs are not counted by FlopCounterMode) nor counted twice.
+The network FLOPs are counted once per input shape on an untimed dry run of
+a deep copy (so FlopCounterMode's overhead is not billed as training time and
+the real step's numerics and RNG stream are untouched).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .budget import BudgetMeter
+from .config import Config
+from .frontend import OpticalFrontEnd, make_hybrid
+from .io import save_torch, seed_everything, set_threads, write_csv
+from .model import DepthNet, depth_to_disp, disp_to_depth
+
+BACKWARD_FACTOR = 2.0
+"""Backward pass cost as a multiple of the forward pass (usual convention), for analytic counts."""
+
+
+# --------------------------------------------------------------------------- hooks to other modules
+def _get_dataset(cfg: Config, split: str, cache_dir: Path, flip: bool = False):
+    from .data import get_dataset
+    return get_dataset(cfg, split, cache_dir, flip=flip)
+
+
+def _compute_metrics(pred_m, gt_m, min_depth_m, max_depth_m, median_scaling, garg_crop) -> dict:
+    from .metrics import compute_depth_metrics
+    return compute_depth_metrics(pred_m, gt_m, min_depth_m, max_depth_m,
+                                 median_scaling=median_scaling, garg_crop=garg_crop)
+
+
+def _count_psf_flops(optics_cfg, window_px: int, engine: str) -> float:
+    """FLOPs of one forward PSF simulation of ONE metasurface on a ``window_px`` window."""
+    from .psf import count_psf_flops
+    return float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine,
+                                 optics_cfg=optics_cfg))
+
+
+def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator) -> nn.Module:
+    from .metasurface import MetasurfaceArray
+    from .metaatoms import IdealPhaseAtom, MetaAtomLibrary
+    atom = MetaAtomLibrary.load() if cfg.optics.meta_atom == "tio2" else IdealPhaseAtom()
+    return MetasurfaceArray(n_out, 3, cfg.optics, atom, init=init, generator=generator)
+
+
+# --------------------------------------------------------------------------- losses
+def _valid_mask(gt_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+    return (gt_m > 0) & (gt_m >= min_depth_m) & (gt_m <= max_depth_m)
+
+
+def depth_loss(outputs: dict, gt_m: torch.Tensor, min_depth_m: float = 1e-3,
+               max_depth_m: float = 80.0) -> torch.Tensor:
+    """Multi-scale L1 of log depth on valid pixels (see module docstring).
+
+    Args:
+        outputs: ``{("disp", s): [B, 1, H/2^s, W/2^s]}`` sigmoid disparities.
+        gt_m: ``[B, 1, H, W]`` ground-truth depth in metres (0 = invalid).
+    Returns a scalar (dimensionless: mean |log(pred_m / gt_m)|).
+    """
+    keys = sorted(k for k in outputs if isinstance(k, tuple) and k[0] == "disp")
+    if not keys:
+        raise KeyError("outputs contain no ('disp', s) entries")
+    valid = _valid_mask(gt_m, min_depth_m, max_depth_m)
+    n_valid = valid.sum()
+    if int(n_valid) == 0:
+        return sum(outputs[k].sum() for k in keys) * 0.0
+    weight = valid.to(gt_m.dtype) / n_valid  # masked mean without boolean indexing (faster on CPU)
+    log_gt = torch.log(torch.where(valid, gt_m, torch.ones_like(gt_m)))
+    total = 0.0
+    for k in keys:
+        disp = outputs[k]
+        if disp.shape[-2:] != gt_m.shape[-2:]:
+            disp = F.interpolate(disp, size=gt_m.shape[-2:], mode="bilinear", align_corners=False)
+        scaled, _ = disp_to_depth(disp)
+        log_pred = -torch.log(scaled)
+        total = total + ((log_pred - log_gt).abs() * weight).sum()
+    return total / len(keys)
+
+
+def make_depth_loss(min_depth_m: float = 1e-3, max_depth_m: float = 80.0) -> Callable:
+    """``loss_fn(model, batch) -> scalar`` applying :func:`depth_loss` to ``model(batch['rgb'])``."""
+    def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
+        return depth_loss(model(batch["rgb"]), batch["depth_m"], min_depth_m, max_depth_m)
+    return loss_fn
+
+
+def disparity_distillation_loss(student: dict, teacher: dict) -> torch.Tensor:
+    """Mean over scales of the MSE between sigmoid disparities (the paper's optics-only loss)."""
+    keys = sorted(k for k in teacher if isinstance(k, tuple) and k[0] == "disp")
+    return sum(F.mse_loss(student[k], teacher[k]) for k in keys) / len(keys)
+
+
+# --------------------------------------------------------------------------- data sampling
+class BatchSampler:
+    """Shuffled batches without replacement per epoch, from its own seeded generator.
+
+    The state (generator, current permutation, position) is checkpointed so that
+    a resumed run draws exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int):
+        if n_items < 1:
+            raise ValueError("dataset is empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size = int(n_items), int(batch_size)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+
+    def next_indices(self) -> list[int]:
+        out = []
+        while len(out) < self.batch_size:
+            if self.pos >= self.n:
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            take = min(self.batch_size - len(out), self.n - self.pos)
+            out += self.perm[self.pos:self.pos + take].tolist()
+            self.pos += take
+        return out
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos,
+                "n": self.n, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n or state["batch_size"] != self.batch_size:
+            raise ValueError(f"sampler checkpoint is for n={state['n']}, batch={state['batch_size']}; "
+                             f"this run has n={self.n}, batch={self.batch_size}")
+        self.generator.set_state(state["generator"])
+        self.perm = state["perm"].clone()
+        self.pos = int(state["pos"])
+
+
+def collate(items: Sequence[dict]) -> dict:
+    """Stack dataset items ``{"rgb": [3,H,W], "depth_m": [1,H,W]}`` into a batch."""
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("rgb", "depth_m")}
+
+
+# --------------------------------------------------------------------------- helpers
+def _rng_state(dataset=None) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    gen = getattr(dataset, "generator", None)
+    if isinstance(gen, torch.Generator):  # e.g. the random-flip stream of DepthDataset
+        state["dataset"] = gen.get_state()
+    return state
+
+
+def _set_rng_state(state: dict, dataset=None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen = getattr(dataset, "generator", None)
+    if "dataset" in state and isinstance(gen, torch.Generator):
+        gen.set_state(state["dataset"])
+
+
+def _train_modes(model: nn.Module) -> dict:
+    return {name: m.training for name, m in model.named_modules()}
+
+
+def _restore_modes(model: nn.Module, modes: dict) -> None:
+    for name, m in model.named_modules():
+        if name in modes:
+            m.training = modes[name]
+
+
+def _find_frontend(model: nn.Module) -> OpticalFrontEnd | None:
+    fl = getattr(model, "first_layer", None)
+    return fl if isinstance(fl, OpticalFrontEnd) else None
+
+
+def _forward_backward(model: nn.Module, batch: dict, loss_fn: Callable, leaf: torch.Tensor | None):
+    """``loss_fn(model, batch).backward()`` with ``leaf`` (if given) injected as the front end's PSFs."""
+    fe = _find_frontend(model)
+    ctx = fe.injected_psf(leaf) if (leaf is not None and fe is not None) else nullcontext()
+    with ctx:
+        loss = loss_fn(model, batch)
+    loss.backward()
+    return loss
+
+
+def _measure_step_flops(model: nn.Module, batch: dict, loss_fn: Callable, frontend, budget: BudgetMeter,
+                        key) -> float:
+    """Dry-run one training step on a deep copy under FlopCounterMode (not timed, RNG preserved).
+
+    The copy's PSFs (if the optics is trainable) are computed outside the counter and
+    injected, so the count covers the network (incl. the optical convolution) only.
+    """
+    shadow = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        leaf = None
+        fe = _find_frontend(shadow)
+        if fe is not None and not fe.optics_frozen():
+            leaf = fe.compute_psf().detach().requires_grad_(True)
+        flops = budget.measure_flops(key, lambda: _forward_backward(shadow, batch, loss_fn, leaf))
+    del shadow
+    return flops
+
+
+def _lr_factor(step: int, decay_step: int | None, factor: float) -> float:
+    return factor if decay_step is not None and step >= decay_step else 1.0
+
+
+# --------------------------------------------------------------------------- the loop
+def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps: int, batch_size: int,
+               seed: int, log_csv: Path, ckpt: Path, loss_fn: Callable | None = None,
+               weight_decay: float = 1e-4, betas: tuple = (0.9, 0.999), lr_decay_at: float | None = 0.75,
+               lr_decay_factor: float = 0.1, eval_fn: Callable[[nn.Module], dict] | None = None,
+               eval_every: int = 0, checkpoint_every: int = 0, budget: BudgetMeter | None = None,
+               max_seconds: float | None = None, max_flops: float | None = None,
+               extra_step_flops: float = 0.0, set_train_mode: Callable[[nn.Module], None] | None = None,
+               progress: bool = True, desc: str = "train") -> pd.DataFrame:
+    """Train ``model`` for ``steps`` AdamW steps (or until the budget is spent); resumable.
+
+    Args:
+        model: module; its optical front end (if ``model.first_layer`` is an
+            :class:`OpticalFrontEnd` with trainable optics) is split out of the
+            FLOP-counted graph (module docstring).
+        param_groups: AdamW parameter groups (``{"params", "lr", ...}``; a group may set
+            its own ``weight_decay``).
+        dataset: indexable, items ``{"rgb": [3,H,W] in [0,1], "depth_m": [1,H,W]}``.
+        steps, batch_size, seed: schedule, batch size and the seed of all training randomness.
+        log_csv, ckpt: paths of the CSV log and the checkpoint (resumed from if it exists).
+        loss_fn: ``loss_fn(model, batch) -> scalar``; default :func:`make_depth_loss` ().
+        lr_decay_at: fraction of ``steps`` after which lr is multiplied by
+            ``lr_decay_factor`` (None: constant lr).
+        eval_fn: ``eval_fn(model) -> {metric: value}``, run every ``eval_every`` steps and at
+            the end (not charged to the budget; global RNG state is preserved).
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        budget: meter charged for every step (a fresh one if None); restored on resume.
+        max_seconds, max_flops: stop before a step once the meter reaches either.
+        extra_step_flops: analytic FLOPs added per step (e.g. the PSF simulation).
+        set_train_mode: puts the model in training mode (default ``model.train()``;
+            e.g. keep a frozen back end's BatchNorm in eval mode).
+
+    Returns the history DataFrame (one row per step; ``attrs['stop_reason']`` is
+    ``'steps'`` or ``'budget'``).
+    """
+    log_csv, ckpt = Path(log_csv), Path(ckpt)
+    budget = budget if budget is not None else BudgetMeter()
+    loss_fn = loss_fn if loss_fn is not None else make_depth_loss()
+    set_train_mode = set_train_mode if set_train_mode is not None else (lambda m: m.train())
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    groups = [dict(g) for g in param_groups]
+    for g in groups:
+        g["params"] = [p for p in g["params"] if p.requires_grad]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("no trainable parameters in param_groups")
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay, betas=betas)
+    decay_step = None if lr_decay_at is None else max(1, int(round(lr_decay_at * steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, decay_step, lr_decay_factor))
+    sampler = BatchSampler(len(dataset), batch_size, seed)
+    frontend = _find_frontend(model)
+
+    history: list[dict] = []
+    start = 0
+    stop_reason = "steps"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["steps"] != steps or state["batch_size"] != batch_size or state["seed"] != seed:
+            raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']}, "
+                             f"batch_size={state['batch_size']}, seed={state['seed']}; this run asks for "
+                             f"steps={steps}, batch_size={batch_size}, seed={seed} (delete it to restart)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], dataset)
+        budget.load_state_dict(state["budget"])
+        history = list(state["history"])
+        start = int(state["step"])
+    else:
+        seed_everything(seed)
+
+    def save_checkpoint(step: int) -> None:
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
+                    "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
+                    "step": step, "steps": steps, "batch_size": batch_size, "seed": seed,
+                    "stop_reason": stop_reason}, ckpt)
+        write_csv(pd.DataFrame(history), log_csv)
+
+    def run_eval(step: int) -> None:
+        if eval_fn is None:
+            return
+        modes = _train_modes(model)
+        with torch.random.fork_rng(devices=[]):
+            metrics = eval_fn(model)
+        _restore_modes(model, modes)
+        history[-1].update({f"val_{k}": float(v) for k, v in metrics.items()})
+
+    set_train_mode(model)
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc=desc, leave=False)
+    step = start
+    try:
+        while step < steps:
+            if budget.budget_exceeded(max_seconds, max_flops):
+                stop_reason = "budget"
+                break
+            with budget.timing():
+                batch = collate([dataset[i] for i in sampler.next_indices()])
+            key = ("train_step", tuple(batch["rgb"].shape))
+            if budget.cached_flops(key) is None:
+                _measure_step_flops(model, batch, loss_fn, frontend, budget, key)
+            with budget.timing():
+                optimizer.zero_grad(set_to_none=True)
+                psf = leaf = None
+                if frontend is not None and not frontend.optics_frozen():
+                    psf = frontend.compute_psf()
+                    leaf = psf.detach().requires_grad_(True)
+                loss = _forward_backward(model, batch, loss_fn, leaf)
+                budget.charge(key, category="network")
+                if psf is not None and leaf.grad is not None and psf.requires_grad:
+                    psf.backward(leaf.grad)
+                if extra_step_flops:
+                    budget.add_flops(extra_step_flops, category="optics")
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss became {loss_value} at step {step + 1}")
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+            step += 1
+            history.append({"step": step, **budget.snapshot(), "loss": loss_value, "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if eval_every and step % eval_every == 0:
+                run_eval(step)
+            if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                save_checkpoint(step)
+    finally:
+        bar.close()
+    if history and eval_fn is not None and not any(k.startswith("val_") for k in history[-1]):
+        run_eval(step)
+    save_checkpoint(step)
+    frame = pd.DataFrame(history)
+    frame.attrs["stop_reason"] = stop_reason
+    return frame
+
+
+# --------------------------------------------------------------------------- evaluation
+class ConstantDepth(nn.Module):
+    """Baseline predicting one depth everywhere: ``forward(rgb) -> {("disp", 0): [B,1,H,W]}``."""
+
+    def __init__(self, depth_m: float):
+        super().__init__()
+        if not depth_m > 0:
+            raise ValueError(f"depth_m must be positive, got {depth_m}")
+        self.depth_m = float(depth_m)
+        self.register_buffer("disp", depth_to_disp(self.depth_m).reshape(()))
+
+    def forward(self, rgb: torch.Tensor) -> dict:
+        b, _, h, w = rgb.shape
+        return {("disp", 0): self.disp.expand(b, 1, h, w).clone()}
+
+
+def constant_predictor(depth_m: float) -> ConstantDepth:
+    """The constant-depth baseline (use the training median, :func:`training_median_depth`)."""
+    return ConstantDepth(depth_m)
+
+
+def training_median_depth(dataset, min_depth_m: float = 1e-3, max_depth_m: float = 80.0,
+                          max_items: int = 256) -> float:
+    """Median (m) of the valid ground-truth depths over up to ``max_items`` evenly spaced items."""
+    n = len(dataset)
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_items)).round().astype(int))
+    vals = []
+    for i in idx:
+        d = torch.as_tensor(dataset[int(i)]["depth_m"])
+        vals.append(d[_valid_mask(d, min_depth_m, max_depth_m)])
+    allv = torch.cat(vals)
+    if allv.numel() == 0:
+        raise ValueError("no valid ground-truth depth in the dataset")
+    return float(allv.median())
+
+
+@torch.no_grad()
+def predict_depth(model: nn.Module, rgb: torch.Tensor) -> torch.Tensor:
+    """Depth in metres ``[B, 1, H, W]`` from the finest disparity of ``model(rgb)``."""
+    _, depth = disp_to_depth(model(rgb)[("disp", 0)])
+    return depth
+
+
+def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = False, batch_size: int = 8,
+             max_items: int | None = None, noise_seed: int = 0) -> dict:
+    """Mean per-image depth metrics of ``model`` on ``dataset`` (batched, no grad).
+
+    Uses ``metrics.compute_depth_metrics`` with ``cfg.data.min/max_depth_m`` (Garg
+    crop for KITTI). A noisy optical front end draws its noise from a generator
+    seeded with ``noise_seed`` (the same noise for every model), and the global
+    RNG and the modules' train/eval modes are left as they were.
+    Returns ``{metric: mean over images}``.
+    """
+    modes = _train_modes(model)
+    model.eval()
+    fe = _find_frontend(model)
+    old_gen = fe.generator if fe is not None else None
+    if fe is not None:
+        fe.generator = torch.Generator().manual_seed(noise_seed)
+    n = len(dataset) if max_items is None else min(len(dataset), max_items)
+    sums: dict[str, float] = {}
+    count = 0
+    garg = cfg.data.dataset == "kitti"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for s in range(0, n, batch_size):
+                batch = collate([dataset[i] for i in range(s, min(n, s + batch_size))])
+                pred = predict_depth(model, batch["rgb"])
+                for b in range(pred.shape[0]):
+                    m = _compute_metrics(pred[b], batch["depth_m"][b], cfg.data.min_depth_m,
+                                         cfg.data.max_depth_m, median_scaling, garg)
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+    finally:
+        _restore_modes(model, modes)
+        if fe is not None:
+            fe.generator = old_gen
+    if count == 0:
+        raise ValueError("evaluation dataset is empty")
+    return {k: v / count for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- saving
+def save_model(model: nn.Module, path: Path, cfg: Config, budget: BudgetMeter | None = None,
+               kind: str = "electronic", extra: dict | None = None) -> Path:
+    """Atomically save ``{"kind", "state_dict", "config", "budget", **extra}``."""
+    obj = {"kind": kind, "state_dict": model.state_dict(), "config": cfg.to_dict(),
+           "budget": budget.state_dict() if budget is not None else None}
+    obj.update(extra or {})
+    return save_torch(obj, path)
+
+
+def load_depthnet(path: Path, cfg: Config | None = None) -> DepthNet:
+    """Load an electronic :class:`DepthNet` written by :func:`save_model` (``kind='electronic'``)."""
+    from .config import from_dict
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if obj.get("kind") != "electronic":
+        raise ValueError(f"{path} holds a '{obj.get('kind')}' model, not an electronic DepthNet")
+    cfg = cfg if cfg is not None else from_dict(obj["config"])
+    model = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    model.load_state_dict(obj["state_dict"])
+    return model
+
+
+# --------------------------------------------------------------------------- runs
+def _val_eval_fn(val_set, cfg: Config) -> Callable[[nn.Module], dict]:
+    return lambda m: evaluate(m, val_set, cfg)
+
+
+def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter | None = None,
+               max_seconds: float | None = None, max_flops: float | None = None,
+               progress: bool = True) -> DepthNet:
+    """Stage 1: train the all-electronic network; writes ``out_dir/model.pt`` and ``out_dir/log.csv``.
+
+    Resumes from ``out_dir/ckpt.pt`` if present. Returns the trained model.
+    """
+    out_dir = Path(out_dir)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    train_set = _get_dataset(cfg, "train", Path(cache_dir), flip=True)
+    val_set = _get_dataset(cfg, "val", Path(cache_dir))
+    model = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    budget = budget if budget is not None else BudgetMeter()
+    s1 = cfg.stage1
+    train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
+               steps=s1.steps, batch_size=s1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv",
+               ckpt=out_dir / "ckpt.pt", loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),
+               weight_decay=s1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg), eval_every=s1.eval_every,
+               checkpoint_every=s1.checkpoint_every, budget=budget, max_seconds=max_seconds,
+               max_flops=max_flops, progress=progress, desc="stage1")
+    save_model(model, out_dir / "model.pt", cfg, budget, kind="electronic")
+    return model
+
+
+def psf_step_flops(cfg: Config, n_elements: int, window_px: int, engine: str, backward: bool) -> float:
+    """Analytic FLOPs of simulating ``n_elements`` PSFs once (x(1 + BACKWARD_FACTOR) with backward)."""
+    per = _count_psf_flops(cfg.optics, window_px, engine)
+    return n_elements * per * ((1.0 + BACKWARD_FACTOR) if backward else 1.0)
+
+
+def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
+            teacher: DepthNet | None = None, engine: str | None = None, warm_start: DepthNet | None = None,
+            max_seconds: float | None = None, max_flops: float | None = None,
+            budget: BudgetMeter | None = None, steps: int | None = None, progress: bool = True) -> DepthNet:
+    """End-to-end baseline with the optical front end (crop mode) simulated in every step.
+
+    variant ``'joint'``: metasurface latents (lr ``cfg.e2e.lr_optics``) and the
+    network (lr ``cfg.e2e.lr_net``) trained together with :func:`depth_loss`,
+    the network from scratch (seeded init) or from ``warm_start`` (copied).
+    variant ``'optics_only'``: the network is the frozen stage-1 ``teacher``
+    (BatchNorm in eval mode); only the optics (and the electronic per-channel
+    gain) is trained, loss = MSE to the teacher's disparities.
+    In both, the gain is a parameter (lr ``lr_net``) initialised so each optical
+    kernel has the norm of the reference electronic kernel (teacher / warm
+    start / fresh init). The metasurface init is ``cfg.e2e.init``.
+    Writes ``out_dir/{log.csv, ckpt.pt, model.pt}``; returns the hybrid model.
+    """
+    if variant not in ("joint", "optics_only"):
+        raise ValueError(f"variant must be 'joint' or 'optics_only', got {variant!r}")
+    engine = engine or cfg.optics.engine
+    out_dir = Path(out_dir)
+    set_threads(cfg.threads)
+    gen = seed_everything(cfg.seed)
+    train_set = _get_dataset(cfg, "train", Path(cache_dir), flip=True)
+    val_set = _get_dataset(cfg, "val", Path(cache_dir))
+    budget = budget if budget is not None else BudgetMeter()
+    e = cfg.e2e
+    if variant == "joint":
+        base = copy.deepcopy(warm_start) if warm_start is not None else \
+            DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    else:
+        if teacher is None:
+            raise ValueError("variant 'optics_only' needs the stage-1 teacher network")
+        base = teacher
+    reference = base.conv1_weight().detach().clone()
+    array = _build_array(cfg, base.conv1_channels, e.init, gen)
+    model = make_hybrid(base, array, cfg.optics, mode="crop", engine=engine, trainable_gain=True,
+                        cache_psf=False)
+    fe: OpticalFrontEnd = model.first_layer
+    fe.match_gain(reference, method="norm")
+    n_el = fe.n_out * fe.n_in * 2
+    extra = psf_step_flops(cfg, n_el, fe.window_px, engine, backward=True)
+    optics_group = {"params": list(array.parameters()), "lr": e.lr_optics, "weight_decay": 0.0}
+
+    if variant == "joint":
+        net_params = model.backend_parameters() + [fe.gain]
+        groups = [optics_group, {"params": net_params, "lr": e.lr_net}]
+        loss_fn = make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m)
+        set_mode = None
+    else:
+        frozen_teacher = copy.deepcopy(teacher).eval()
+        for p in frozen_teacher.parameters():
+            p.requires_grad_(False)
+        for p in model.backend_parameters():
+            p.requires_grad_(False)
+        groups = [optics_group, {"params": [fe.gain], "lr": e.lr_net, "weight_decay": 0.0}]
+
+        def loss_fn(m: nn.Module, batch: dict) -> torch.Tensor:
+            with torch.no_grad():
+                target = frozen_teacher(batch["rgb"])
+            return disparity_distillation_loss(m(batch["rgb"]), target)
+
+        def set_mode(m: nn.Module) -> None:
+            m.eval()
+            m.first_layer.train()
+
+    train_loop(model, groups, train_set, steps=steps or e.steps, batch_size=e.batch_size, seed=cfg.seed,
+               log_csv=out_dir / "log.csv", ckpt=out_dir / "ckpt.pt", loss_fn=loss_fn,
+               weight_decay=cfg.stage1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg),
+               eval_every=cfg.stage1.eval_every, checkpoint_every=cfg.stage1.checkpoint_every,
+               budget=budget, max_seconds=max_seconds, max_flops=max_flops, extra_step_flops=extra,
+               set_train_mode=set_mode, progress=progress, desc=f"e2e-{variant}")
+    save_model(model, out_dir / "model.pt", cfg, budget, kind=f"hybrid_e2e_{variant}")
+    return model
+
+
+def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: Path,
+                 budget: BudgetMeter | None = None, steps: int | None = None, lr: float | None = None,
+                 max_seconds: float | None = None, max_flops: float | None = None,
+                 progress: bool = True) -> DepthNet:
+    """Fine-tune the electronic back end (and a trainable gain) with the optics frozen.
+
+    The front end's PSFs are simulated once (charged to ``budget``) and cached,
+    so each step costs like the electronic network. Steps ``cfg.dko.finetune_steps``,
+    lr ``cfg.dko.finetune_lr``, batch ``cfg.stage1.batch_size``, depth loss.
+    Trains ``hybrid_model`` in place; writes ``out_dir/{log.csv, ckpt.pt, model.pt}``.
+    """
+    fe = _find_frontend(hybrid_model)
+    if fe is None:
+        raise TypeError("run_finetune needs a model whose first_layer is an OpticalFrontEnd")
+    steps = cfg.dko.finetune_steps if steps is None else steps
+    budget = budget if budget is not None else BudgetMeter()
+    if steps == 0:
+        return hybrid_model
+    out_dir = Path(out_dir)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    train_set = _get_dataset(cfg, "train", Path(cache_dir), flip=True)
+    val_set = _get_dataset(cfg, "val", Path(cache_dir))
+    fe.freeze_optics(True)
+    fe.cache_psf = True
+    ckpt = out_dir / "ckpt.pt"
+    if not ckpt.exists():  # on resume the checkpointed meter already holds this cost
+        with budget.timing():
+            fe.compute_psf()
+        budget.add_flops(psf_step_flops(cfg, fe.n_out * fe.n_in * 2, fe.window_px, fe.engine, False),
+                         category="optics")
+    params = hybrid_model.backend_parameters()
+    if isinstance(fe.gain, nn.Parameter):
+        params.append(fe.gain)
+    train_loop(hybrid_model, [{"params": params, "lr": lr or cfg.dko.finetune_lr}], train_set, steps=steps,
+               batch_size=cfg.stage1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv", ckpt=ckpt,
+               loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),
+               weight_decay=cfg.stage1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg),
+               eval_every=cfg.stage1.eval_every, checkpoint_every=cfg.stage1.checkpoint_every,
+               budget=budget, max_seconds=max_seconds, max_flops=max_flops, progress=progress,
+               desc="finetune")
+    save_model(hybrid_model, out_dir / "model.pt", cfg, budget, kind="hybrid_finetuned")
+    return hybrid_model
