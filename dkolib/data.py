@@ -84,7 +84,7 @@ def generate_split(data_cfg, split: str, seed: int, progress: bool = True) -> di
     "meta": dict}`` with ``N = data_cfg.n_<split>``. Deterministic in
     ``(data_cfg, split, seed)``; shows a tqdm progress bar unless ``progress`` is False.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n = split_size(data_cfg, split)
     h, w = int(data_cfg.height), int(data_cfg.width)

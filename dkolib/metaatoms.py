@@ -26,6 +26,16 @@ not-a-knot) of the real and imaginary parts over the tabulated radii at each
 tabulated wavelength, linear interpolation between wavelengths; exact at
 tabulated (wavelength, radius) pairs and differentiable w.r.t. the radius.
 
+For speed the spline is evaluated through a cubic Hermite table on a uniform
+radius grid (the spline's own values and derivatives at the nodes; C1 in the
+radius). When the tabulated radii are uniformly spaced (the packaged
+library) the nodes are the knots and the table reproduces the spline exactly
+(up to float32 rounding); otherwise the grid has ``_DENSE_CELLS`` cells and
+agrees with the spline to ~1e-6. The cell index is computed by arithmetic,
+every gather is a float32 lookup into a small per-wavelength table (cached),
+and the backward pass uses the tabulated derivative ``dt/dr`` directly. The
+original spline evaluation is kept as ``MetaAtomLibrary._transmission_reference``.
+
 CSV columns: ``wavelength_m, radius_m, t_real, t_imag, amplitude, phase_rad``
 (one row per pair, a full rectangular grid).
 """
@@ -37,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 DEFAULT_LIBRARY_PATH = Path(__file__).resolve().parent / "data" / "metaatom_library.csv"
 CSV_COLUMNS = ("wavelength_m", "radius_m", "t_real", "t_imag", "amplitude", "phase_rad")
@@ -48,6 +59,112 @@ BUILD_HINT = (
 _NM = 1e9  # the splines work on radii in nanometres to keep the coefficients O(1)
 _DENSE_RADII = 2048
 _PHASE_TABLE = 4096
+_DENSE_CELLS = 4096  # Hermite cells over the radius range when the tabulated radii are not uniform
+_CHUNK = 32768  # CPU chunk (elements): cache-resident and below torch's intra-op grain size
+_TABLE_CACHE_SIZE = 64
+
+
+def _hermite_cells(f: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Per-cell cubic coefficients ``[4, ..., M + 1]`` (powers 0..3 of the in-cell offset s in [0, 1]).
+
+    ``f``/``d``: node values and derivatives (already scaled by the cell width) ``[..., M + 1]``.
+    Cell ``M`` is the last cell's cubic re-expanded at its right end, so that an index
+    ``floor(u)`` with ``u`` up to (or slightly past) ``M`` needs no clamp.
+    """
+    f0, f1, d0, d1 = f[..., :-1], f[..., 1:], d[..., :-1], d[..., 1:]
+    a2 = 3 * (f1 - f0) - 2 * d0 - d1
+    a3 = 2 * (f0 - f1) + d0 + d1
+    c = np.stack([f0, d0, a2, a3])
+    last = c[..., -1]
+    pad = np.stack([last.sum(0), last[1] + 2 * last[2] + 3 * last[3], last[2] + 3 * last[3], last[3]])
+    return np.concatenate([c, pad[..., None]], axis=-1)
+
+
+def _hermite_index(r, a, b, dtype):
+    """Cell index (trunc of ``u = a * r + b``, u >= 0 by the range check) and in-cell offset s."""
+    u = r * a
+    u.add_(b)
+    i = u.to(torch.int32 if u.device.type == "cpu" else torch.int64)
+    s = u.frac_()
+    return i, (s if s.dtype == dtype else s.to(dtype))
+
+
+def _hermite_poly(i, s, oc, dc, tab):
+    """Horner evaluation of the gathered cell cubics: ``oc[:, part] = t``, ``dc[:, part] = dt/ds``.
+
+    ``i``, ``s``: 1-D; ``oc``/``dc``: [m, 2] (dc may be None); ``tab``: [4 (power), 2 (re, im), cells].
+    """
+    g3 = torch.empty_like(s)
+    g2 = torch.empty_like(s)
+    dp = torch.empty_like(s) if dc is not None else None
+    for part in (0, 1):
+        torch.index_select(tab[3, part], 0, i, out=g3)
+        torch.index_select(tab[2, part], 0, i, out=g2)
+        if dc is not None:
+            torch.addcmul(g2, g3, s, value=1.5, out=dp)  # (3 a3 s + 2 a2) / 2
+        p = g2.addcmul_(g3, s)  # a3 s + a2
+        g1 = torch.index_select(tab[1, part], 0, i, out=g3)
+        if dc is not None:
+            torch.addcmul(g1, dp, s, value=2, out=dc[:, part])  # a1 + 2 a2 s + 3 a3 s^2
+        p = g1.addcmul_(p, s)
+        g0 = torch.index_select(tab[0, part], 0, i, out=g2)
+        torch.addcmul(g0, p, s, out=oc[:, part])
+
+
+def _hermite_eval(r, table, rows, a, b, need_grad, chunked):
+    """Evaluate the Hermite table at ``u = a * r + b``; returns (t, dt/ds) complex (dt/ds None unless asked).
+
+    ``r``: contiguous; ``table``: [4 (power), 2 (re, im), U * n_row]; ``rows``: None (one
+    wavelength, row 0) or a list of E row indices, one per leading slice of ``r``.
+    """
+    dtype = table.dtype
+    n_row = table.shape[-1] // (1 if rows is None else max(rows) + 1)
+    lead = 1 if rows is None else len(rows)
+    out = torch.empty(r.shape + (2,), dtype=dtype, device=r.device)
+    dt = torch.empty(r.shape + (2,), dtype=dtype, device=r.device) if need_grad else None
+    rf, of = r.reshape(lead, -1), out.view(lead, -1, 2)
+    df = dt.view(lead, -1, 2) if need_grad else None
+    if chunked:  # CPU: cache-sized single-threaded blocks, one wavelength row at a time
+        for e in range(lead):
+            row = 0 if rows is None else rows[e]
+            tab = table[:, :, row * n_row:(row + 1) * n_row]
+            for c0 in range(0, rf.shape[1], _CHUNK):
+                c1 = min(c0 + _CHUNK, rf.shape[1])
+                i, s = _hermite_index(rf[e, c0:c1], a, b, dtype)
+                _hermite_poly(i, s, of[e, c0:c1], None if df is None else df[e, c0:c1], tab)
+    else:  # one vectorised pass (GPU, small inputs, many short leading slices)
+        i, s = _hermite_index(rf, a, b, dtype)
+        if rows is not None:
+            i.add_(torch.tensor(rows, dtype=i.dtype, device=i.device).mul_(n_row).unsqueeze(1))
+        _hermite_poly(i.reshape(-1), s.reshape(-1), out.view(-1, 2), None if dt is None else dt.view(-1, 2), table)
+    return torch.view_as_complex(out), (torch.view_as_complex(dt) if need_grad else None)
+
+
+class _HermiteLookup(torch.autograd.Function):
+    """``t(r)`` from a Hermite table; backward ``grad_r = Re(conj(grad_t) * dt/dr)``."""
+
+    @staticmethod
+    def forward(ctx, r, table, rows, a, b, chunked):
+        t, dt = _hermite_eval(r, table, rows, a, b, ctx.needs_input_grad[0], chunked)
+        if dt is not None:
+            ctx.save_for_backward(dt)
+        ctx.a, ctx.r_dtype, ctx.chunked = a, r.dtype, chunked
+        return t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_t):
+        (dt,) = ctx.saved_tensors
+        g = torch.view_as_real(grad_t.to(dt.dtype).contiguous()).reshape(-1, 2)
+        d = torch.view_as_real(dt).reshape(-1, 2)
+        grad_r = torch.empty(dt.shape, dtype=d.dtype, device=d.device)
+        gf = grad_r.view(-1)
+        step = _CHUNK if ctx.chunked else max(gf.numel(), 1)
+        for c0 in range(0, gf.numel(), step):
+            c1 = min(c0 + step, gf.numel())
+            o = torch.mul(g[c0:c1, 0], d[c0:c1, 0], out=gf[c0:c1])
+            o.addcmul_(g[c0:c1, 1], d[c0:c1, 1]).mul_(ctx.a)  # d s / d r = a
+        return grad_r.to(ctx.r_dtype), None, None, None, None, None
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -91,6 +208,23 @@ class MetaAtomLibrary:
         object.__setattr__(self, "_knots_nm", torch.from_numpy(radii * _NM))
         object.__setattr__(self, "_wls", torch.tensor(wls))
         object.__setattr__(self, "_phase_tables", {})
+        # Hermite table on a uniform radius grid: the knots when they are uniform (then the table is
+        # the spline itself), else _DENSE_CELLS cells. Values and derivatives come from the spline.
+        steps = np.diff(radii)
+        if np.allclose(steps, steps.mean(), rtol=1e-6, atol=0.0):
+            nodes_nm = radii * _NM
+        else:
+            nodes_nm = np.linspace(radii[0], radii[-1], _DENSE_CELLS + 1) * _NM
+        h_nm = (nodes_nm[-1] - nodes_nm[0]) / (len(nodes_nm) - 1)
+        f = t if len(nodes_nm) == len(radii) else spline(nodes_nm)  # [L, M + 1] complex
+        d = spline(nodes_nm, 1) * h_nm
+        cells = _hermite_cells(np.stack([f.real, f.imag], 1), np.stack([d.real, d.imag], 1))  # [4, L, 2, M+1]
+        object.__setattr__(self, "_cells", np.ascontiguousarray(np.moveaxis(cells, 1, 0)))  # [L, 4, 2, M+1]
+        # u = a * r + b is the (fractional) cell coordinate of a radius in metres
+        n_cells = len(nodes_nm) - 1
+        object.__setattr__(self, "_cell_scale", n_cells / (radii[-1] - radii[0]))
+        object.__setattr__(self, "_cell_offset", -radii[0] * n_cells / (radii[-1] - radii[0]))
+        object.__setattr__(self, "_table_cache", {})
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -149,8 +283,88 @@ class MetaAtomLibrary:
         w = torch.where((1 - w).abs() < 1e-6, torch.ones_like(w), w)
         return j, w
 
+    def _check_radius(self, r: torch.Tensor) -> bool:
+        """Raise on radii outside the library (tolerance 1e-6 of the range); True if any needs clamping."""
+        lo, hi = self.r_min_m, self.r_max_m
+        tol = 1e-6 * (hi - lo)
+        if r.numel() == 0:
+            return False
+        mn, mx = (v.item() for v in torch.aminmax(r.detach()))
+        if not (mn >= lo - tol and mx <= hi + tol):  # also catches NaN and inf
+            raise ValueError(
+                f"radius_m outside the library range [{lo:.4g}, {hi:.4g}] m (got {mn:.4g} .. "
+                f"{mx:.4g}); parametrise radii with radius_from_latent() to stay inside"
+            )
+        return mn < lo or mx > hi
+
+    def _table(self, wavelengths: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Hermite cell table [4, 2, U * (M + 1)] for the wavelengths (linear blend of tabulated rows), cached."""
+        key = (wavelengths, dtype, device)
+        tab = self._table_cache.get(key)
+        if tab is None:
+            j, w = self._wavelength_index(torch.tensor(wavelengths, dtype=torch.float64))
+            j, w = j.numpy(), w.numpy()[:, None, None, None]
+            rows = (1.0 - w) * self._cells[j] + w * self._cells[j + 1]  # [U, 4, 2, M+1], float64
+            rows = np.where(w == 0.0, self._cells[j], np.where(w == 1.0, self._cells[j + 1], rows))
+            flat = np.ascontiguousarray(np.moveaxis(rows, 0, 2).reshape(4, 2, -1))
+            tab = torch.from_numpy(flat).to(dtype=dtype, device=device)
+            if len(self._table_cache) >= _TABLE_CACHE_SIZE:
+                self._table_cache.clear()
+            self._table_cache[key] = tab
+        return tab
+
+    def _lookup(self, radius_m, wavelength_m, dtype: torch.dtype = torch.float32,
+                chunked: bool | None = None) -> torch.Tensor:
+        """Hermite-table lookup in ``dtype`` (float32: complex64 result, float64: complex128).
+
+        ``chunked``: None picks cache-sized blocks on the CPU for large inputs, one vectorised
+        pass otherwise.
+        """
+        r = torch.as_tensor(radius_m)
+        if not torch.is_floating_point(r):
+            r = r.to(torch.float64)
+        if self._check_radius(r):
+            r = r.clamp(self.r_min_m, self.r_max_m)
+        if r.dtype not in (torch.float32, torch.float64) or (dtype == torch.float64 and r.dtype != dtype):
+            r = r.to(dtype if dtype == torch.float64 else torch.float32)
+        wl = torch.as_tensor(wavelength_m, dtype=torch.float64).to("cpu")
+        if wl.ndim > 1:
+            raise ValueError(f"wavelength_m must be a scalar or 1-D [E], got shape {tuple(wl.shape)}")
+        if wl.ndim == 1 and (r.ndim == 0 or r.shape[0] != wl.shape[0]):
+            raise ValueError(
+                f"wavelength_m has shape {tuple(wl.shape)}; it must match radius_m's first dim "
+                f"(radius_m shape {tuple(r.shape)})"
+            )
+        self._wavelength_index(wl)  # range check
+        if wl.ndim == 0:
+            wavelengths, rows = (float(wl),), None
+        else:
+            uniq, inverse = torch.unique(wl, return_inverse=True)
+            wavelengths, rows = tuple(uniq.tolist()), inverse.tolist()
+            if len(wavelengths) == 1:
+                rows = None
+        table = self._table(wavelengths, dtype, r.device)
+        if chunked is None:
+            per_row = r.numel() // (1 if rows is None else len(rows))
+            chunked = r.device.type == "cpu" and r.numel() > _CHUNK and per_row >= 4096
+        return _HermiteLookup.apply(r.contiguous(), table, rows, self._cell_scale, self._cell_offset, chunked)
+
     def transmission_at(self, radius_m: torch.Tensor, wavelength_m: torch.Tensor | float) -> torch.Tensor:
         """Complex transmission (complex64) of cylinders of ``radius_m`` at ``wavelength_m``.
+
+        ``radius_m``: tensor of any shape ``[E, ...]`` (metres) inside
+        ``[r_min_m, r_max_m]``; ``wavelength_m``: a float / 0-d tensor, or a
+        tensor ``[E]`` (one wavelength per leading index of ``radius_m``,
+        broadcast over the remaining dims). Returns a tensor of
+        ``radius_m``'s (broadcast) shape; differentiable w.r.t. ``radius_m``
+        (first derivatives; the backward pass is not itself differentiable).
+        """
+        return self._lookup(radius_m, wavelength_m, torch.float32)
+
+    def _transmission_reference(self, radius_m: torch.Tensor, wavelength_m: torch.Tensor | float) -> torch.Tensor:
+        """Slow reference for :meth:`transmission_at`: direct evaluation of the spline coefficients.
+
+        Same contract as :meth:`transmission_at` (kept to validate the fast Hermite-table path).
 
         ``radius_m``: tensor of any shape ``[E, ...]`` (metres) inside
         ``[r_min_m, r_max_m]``; ``wavelength_m``: a float / 0-d tensor, or a

@@ -9,25 +9,19 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .io import atomic_path  # noqa: E402
+from .io import atomic_path
 
 
-def save_figure(fig, path_stem: str | Path, dpi: int = 110) -> list[Path]:
-    """Save ``fig`` as ``<path_stem>.png`` and ``.pdf``; return both paths."""
+def save_figure(fig, path_stem: str | Path, dpi: int = 110) -> None:
+    """Save ``fig`` as ``<path_stem>.png`` and ``.pdf`` (atomically, folders created)."""
     stem = Path(path_stem)
-    out = []
     for ext in (".png", ".pdf"):
-        target = stem.with_suffix(ext)
-        with atomic_path(target) as tmp:
+        with atomic_path(stem.with_suffix(ext)) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext[1:])
-        out.append(target)
-    return out
 
 
 def plot_metaatom_library(library, wavelengths_m: Sequence[float] = (400e-9, 550e-9, 700e-9)):
@@ -126,5 +120,46 @@ def plot_depth_maps(rgb: np.ndarray, depths: Sequence[np.ndarray], titles: Seque
         ax.set_title(title, fontsize=9)
     for ax in axes:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_samples(rgbs: Sequence[np.ndarray], depths: Sequence[np.ndarray], max_depth_m: float = 80.0):
+    """Pairs of RGB images ([H,W,3] in [0,1]) and depth maps ([H,W] metres), one row each."""
+    n = len(rgbs)
+    fig, axes = plt.subplots(n, 2, figsize=(9, 1.5 * n + 0.3), squeeze=False)
+    for row, (rgb, depth) in enumerate(zip(rgbs, depths)):
+        axes[row, 0].imshow(np.clip(rgb, 0, 1))
+        im = axes[row, 1].imshow(np.asarray(depth), cmap="magma_r", vmin=0, vmax=max_depth_m)
+        for ax in axes[row]:
+            ax.axis("off")
+    axes[0, 0].set_title("RGB", fontsize=9)
+    axes[0, 1].set_title("depth (m)", fontsize=9)
+    fig.colorbar(im, ax=axes[:, 1].tolist(), shrink=0.8)
+    return fig
+
+
+def plot_histogram(frame: pd.DataFrame, x_lo: str = "bin_lo_m", x_hi: str = "bin_hi_m", y: str = "fraction",
+                   xlabel: str = "depth (m)"):
+    """A bar histogram from a table of bin edges and heights."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    ax.bar(frame[x_lo], frame[y], width=frame[x_hi] - frame[x_lo], align="edge", edgecolor="white")
+    ax.set(xlabel=xlabel, ylabel=y)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fidelity(channels: pd.DataFrame, elements: pd.DataFrame):
+    """Histograms of per-channel error / correlation and per-element optical efficiency."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.0))
+    axes[0].hist(channels["norm_err"].dropna(), bins=20, color="tab:red")
+    axes[0].set(xlabel="‖gP − K‖ / ‖K‖ (per channel)", ylabel="count")
+    axes[1].hist(channels["corr"].dropna(), bins=20, color="tab:blue")
+    axes[1].set(xlabel="correlation (per channel)")
+    for col, colour in (("eff_crop", "tab:green"), ("eff_render", "tab:gray")):
+        if col in elements:
+            axes[2].hist(elements[col].dropna(), bins=20, alpha=0.7, color=colour, label=col)
+    axes[2].set(xlabel="fraction of aperture energy (per metasurface)")
+    axes[2].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig

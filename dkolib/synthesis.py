@@ -451,7 +451,7 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     *sum* over elements, so each element follows exactly the trajectory it would
     follow alone (Adam is per-parameter).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     k = int(optics_cfg.kernel_size)
     if weight.dim() != 4 or weight.shape[-1] != k or weight.shape[-2] != k:

@@ -246,3 +246,87 @@ def test_missing_library_file_says_how_to_build(tmp_path):
     with pytest.raises(FileNotFoundError, match="build_metaatom_library"):
         MetaAtomLibrary.load(tmp_path / "nope.csv")
     assert DEFAULT_LIBRARY_PATH.name == "metaatom_library.csv"
+
+
+# ------------------------------------------------- fast Hermite-table lookup
+def _scipy_spline(library, r_m, wl_m):
+    """Independent reference: scipy's not-a-knot spline per tabulated wavelength, linear in wavelength."""
+    from scipy.interpolate import CubicSpline
+
+    wls = library.wavelengths_m
+    j = min(max(int(np.searchsorted(wls, wl_m, side="right")) - 1, 0), len(wls) - 2)
+    w = (wl_m - wls[j]) / (wls[j + 1] - wls[j])
+    spl = CubicSpline(library.radii_m * 1e9, library.transmission, axis=1)
+    t = spl(np.asarray(r_m) * 1e9)
+    return (1 - w) * t[j] + w * t[j + 1]
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fast_lookup_matches_spline_reference(library, chunked):
+    gen = torch.Generator().manual_seed(3)
+    wls = torch.tensor([400e-9, 412.3e-9, 550e-9, 699e-9, 700e-9, 437.5e-9, 550e-9, 600e-9], dtype=torch.float64)
+    r = library.r_min_m + (library.r_max_m - library.r_min_m) * torch.rand(
+        len(wls), 64, 80, generator=gen, dtype=torch.float64)
+    r[0, 0, :2] = torch.tensor([library.r_min_m, library.r_max_m], dtype=torch.float64)
+    fast = library._lookup(r, wls, chunked=chunked)
+    assert fast.dtype == torch.complex64 and fast.shape == r.shape
+    ref = library._transmission_reference(r, wls)
+    assert (fast - ref).abs().max().item() <= 1e-5
+    for e in (1, 3, 6):
+        direct = _scipy_spline(library, r[e, :4].numpy(), float(wls[e]))
+        np.testing.assert_allclose(fast[e, :4].numpy(), direct, atol=1e-5)
+    # float32 radii (the synthesis path): limited by the float32 radius itself
+    f32 = library.transmission_at(r.float(), wls)
+    assert (f32 - library._transmission_reference(r.float().double(), wls)).abs().max().item() <= 1e-4
+    # the public call picks the chunked CPU path for large inputs; both paths agree
+    big = library.r_min_m + (library.r_max_m - library.r_min_m) * torch.rand(3, 150, 150, generator=gen)
+    w3 = wls[[0, 2, 4]]
+    assert torch.allclose(library.transmission_at(big, w3), library._lookup(big, w3, chunked=not chunked), atol=1e-6)
+
+
+def test_fast_lookup_gradcheck(library):
+    """Custom backward (tabulated dt/dr) against finite differences, in double precision."""
+    gen = torch.Generator().manual_seed(4)
+    wls = torch.tensor([400e-9, 550e-9, 612.5e-9], dtype=torch.float64)
+    r = library.r_min_m + (library.r_max_m - library.r_min_m) * (0.02 + 0.96 * torch.rand(
+        3, 2, 3, generator=gen, dtype=torch.float64))
+    r[1, 0, 0] = float(library.radii_m[7])  # on a knot: C1 there
+    for chunked in (True, False):
+        x = r.clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda y: library._lookup(y, wls, torch.float64, chunked=chunked), (x,), eps=1e-13, atol=1e-6, rtol=1e-5)
+    # float32 public path: same gradient as the reference spline's autograd
+    x = r.float().requires_grad_(True)
+    gt = torch.randn(r.shape, generator=gen, dtype=torch.complex64)
+    (g_fast,) = torch.autograd.grad(library.transmission_at(x, wls), x, gt)
+    xr = r.float().double().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(library._transmission_reference(xr, wls), xr, gt)
+    assert g_fast.dtype == torch.float32
+    assert torch.allclose(g_fast.double(), g_ref, rtol=1e-4, atol=1e-4 * g_ref.abs().max().item())
+
+
+def test_fast_lookup_nonuniform_radii_dense_grid():
+    """Non-uniform tabulated radii: dense uniform Hermite grid, within 1e-4 of the spline, exact at knots."""
+    radii = np.array([35, 37, 42, 50, 51, 60, 75, 90, 100, 118, 130]) * 1e-9
+    wls = np.array([450e-9, 650e-9])
+    rng = np.random.default_rng(0)
+    table = 0.9 * np.exp(1j * (np.outer([1.0, 0.7], radii * 6e7) + 0.2 * rng.standard_normal((2, len(radii)))))
+    lib = MetaAtomLibrary(radii_m=radii, wavelengths_m=wls, transmission=table)
+    r = torch.linspace(radii[0], radii[-1], 2001, dtype=torch.float64)
+    fast = lib.transmission_at(r, 530e-9)
+    np.testing.assert_allclose(fast.numpy(), _scipy_spline(lib, r.numpy(), 530e-9), atol=1e-4)
+    assert (fast - lib._transmission_reference(r, 530e-9)).abs().max().item() <= 1e-4
+    np.testing.assert_allclose(lib.transmission_at(torch.from_numpy(radii), 650e-9).numpy(), table[1], atol=1e-5)
+
+
+def test_fast_lookup_edge_cases(library):
+    # 0-d radius, radii a hair outside the range (clamped like before), NaN rejected, int-typed radius rejected
+    t0 = library.transmission_at(torch.tensor(80e-9, dtype=torch.float64), 550e-9)
+    assert t0.shape == () and t0.dtype == torch.complex64
+    eps = 1e-7 * (library.r_max_m - library.r_min_m)
+    edge = torch.tensor([library.r_min_m - eps, library.r_max_m + eps], dtype=torch.float64)
+    inside = torch.tensor([library.r_min_m, library.r_max_m], dtype=torch.float64)
+    assert torch.allclose(library.transmission_at(edge, 550e-9), library.transmission_at(inside, 550e-9))
+    with pytest.raises(ValueError, match="radius_m outside"):
+        library.transmission_at(torch.tensor([80e-9, float("nan")]), 550e-9)
+    assert library.transmission_at(torch.empty(0, 3), 550e-9).shape == (0, 3)

@@ -1,0 +1,108 @@
+"""The pipeline's steps as functions: what the scripts run and what notebooks call.
+
+Each ``ensure_*`` function returns an artefact of a profile, computing it (with
+the same code the Snakemake rules run) only when it is missing, so a notebook
+runs on its own on a fresh clone (the ``smoke`` profile takes seconds) and reads
+the pipeline's results when Snakemake has produced them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .budget import BudgetMeter
+from .config import Config
+from .evaluation import hybrid_from_dko, load_design
+from .io import save_torch, seed_everything, set_threads, write_csv
+from .paths import ProfilePaths
+from .synthesis import save_array, summarize_fidelity, synthesize
+from .train import load_depthnet, run_e2e, run_finetune, save_model
+
+
+def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """DKO stage 2 for the stage-1 network at ``stage1_path``; returns the one-row summary.
+
+    Writes into ``out_dir`` (atomically): ``array.pt``, ``gain.pt``, ``model.pt``
+    (hybrid, budget = stage 1 + stage 2), ``history.csv``, ``fidelity.csv``,
+    ``summary.csv`` and the resumable ``ckpt.pt``.
+    """
+    set_threads(cfg.threads)
+    engine = engine or cfg.optics.engine
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored = torch.load(stage1_path, map_location="cpu", weights_only=False)
+    model = load_depthnet(stage1_path, cfg)
+    weight = model.conv1_weight().detach().clone()
+    budget = BudgetMeter()
+    if stored.get("budget"):
+        budget.load_state_dict(stored["budget"])
+    before = budget.snapshot()
+    gen = seed_everything(cfg.seed)
+    res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
+                     ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget)
+    after = budget.snapshot()
+    save_array(res.array, out_dir / "array.pt", cfg.optics, loss=cfg.dko.loss, engine=engine)
+    save_torch(res.gain.detach().clone(), out_dir / "gain.pt")
+    hybrid = hybrid_from_dko(model, res.array, res.gain, cfg.optics, "crop", engine)
+    save_model(hybrid, out_dir / "model.pt", cfg, budget, kind="hybrid_dko",
+               extra={"stage2": {"loss": cfg.dko.loss, "lr": cfg.dko.lr, "steps": res.steps}})
+    write_csv(res.history, out_dir / "history.csv")
+    write_csv(res.fidelity, out_dir / "fidelity.csv")
+    hist = res.history
+    summary = {
+        "profile": cfg.profile, "loss": cfg.dko.loss, "leakage_weight": cfg.dko.leakage_weight,
+        "lr": cfg.dko.lr, "init": cfg.dko.init, "engine": engine, "steps": res.steps,
+        "n_elements": int(res.array.latent.shape[0]), "n_cells": cfg.optics.n_cells,
+        "meta_atom": cfg.optics.meta_atom, "seconds": res.seconds,
+        "stage2_wall_s": after["wall_s"] - before["wall_s"], "stage2_flops": after["flops"] - before["flops"],
+        "total_wall_s": after["wall_s"], "total_flops": after["flops"],
+        "loss_first": float(hist["loss_mean"].iloc[0]) if len(hist) else float("nan"),
+        "loss_last": float(hist["loss_mean"].iloc[-1]) if len(hist) else float("nan"),
+        **summarize_fidelity(res.fidelity),
+    }
+    frame = pd.DataFrame([summary])
+    write_csv(frame, out_dir / "summary.csv")
+    return frame
+
+
+def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True):
+    """Fine-tune the DKO hybrid's back end (optics frozen); the budget continues stage 1 + 2."""
+    hybrid = load_design(dko_model_path, cfg)
+    budget = BudgetMeter()
+    stored = torch.load(dko_model_path, map_location="cpu", weights_only=False).get("budget")
+    if stored:
+        budget.load_state_dict(stored)
+    return run_finetune(hybrid, cfg, out_dir, ProfilePaths(cfg.profile).data_cache, budget=budget,
+                        progress=progress)
+
+
+def ensure_dko(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
+    """The DKO output folder of the profile (stage 1 and stage 2 run if missing)."""
+    from .reports import ensure_stage1
+
+    paths = paths or ProfilePaths(cfg.profile)
+    if not (paths.dko / "model.pt").exists():
+        ensure_stage1(cfg, paths, progress=progress)
+        run_dko_stage2(cfg, paths.stage1 / "model.pt", paths.dko, progress=progress)
+    return paths.dko
+
+
+def ensure_e2e(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
+    """The joint E2E baseline's folder (trained if missing)."""
+    paths = paths or ProfilePaths(cfg.profile)
+    if not (paths.e2e / "model.pt").exists():
+        run_e2e(cfg, paths.e2e, paths.data_cache, variant="joint", progress=progress)
+    return paths.e2e
+
+
+def ensure_dko_finetune(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
+    """The fine-tuned DKO hybrid's folder (DKO and the fine-tune run if missing)."""
+    paths = paths or ProfilePaths(cfg.profile)
+    if not (paths.dko_finetune / "model.pt").exists():
+        ensure_dko(cfg, paths, progress=progress)
+        finetune_dko(cfg, paths.dko / "model.pt", paths.dko_finetune, progress=progress)
+    return paths.dko_finetune

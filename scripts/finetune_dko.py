@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Fine-tune the electronic back end of the DKO hybrid with the optics frozen.
+
+    python scripts/finetune_dko.py --profile default --dko results/default/dko/model.pt \
+        --out results/default/dko_finetune
+
+Loads the DKO hybrid written by ``scripts/run_dko.py`` (its budget meter holds
+stage 1 + stage 2), fine-tunes for ``dko.finetune_steps`` steps at
+``dko.finetune_lr`` and writes ``<out>/model.pt`` (budget: stage 1 + stage 2 +
+fine-tune), ``<out>/log.csv`` and ``<out>/ckpt.pt`` (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dkolib.config import load_config, parse_overrides  # noqa: E402
+from dkolib.paths import ProfilePaths  # noqa: E402
+from dkolib.pipeline import finetune_dko  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--dko", type=Path, default=None, help="DKO hybrid checkpoint (default: results/<profile>/dko/model.pt)")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko_finetune")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.profile, parse_overrides(args.overrides))
+    paths = ProfilePaths(cfg.profile)
+    dko_path = args.dko or paths.dko / "model.pt"
+    if not dko_path.exists():
+        raise SystemExit(f"{dko_path} is missing: run scripts/run_dko.py (or `snakemake dko`) first")
+    out = args.out or paths.dko_finetune
+    finetune_dko(cfg, dko_path, out, progress=not args.quiet)
+    print(f"wrote {out / 'model.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
