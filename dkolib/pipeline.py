@@ -106,3 +106,44 @@ def ensure_dko_finetune(cfg: Config, paths: ProfilePaths | None = None, progress
         ensure_dko(cfg, paths, progress=progress)
         finetune_dko(cfg, paths.dko / "model.pt", paths.dko_finetune, progress=progress)
     return paths.dko_finetune
+
+
+def design_paths(paths: ProfilePaths) -> dict[str, Path]:
+    """The designs the physical evaluation compares, name -> checkpoint."""
+    return {"electronic": paths.stage1 / "model.pt", "dko": paths.dko / "model.pt",
+            "dko_finetune": paths.dko_finetune / "model.pt", "e2e": paths.e2e / "model.pt"}
+
+
+def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test", seed: int = 0,
+                     evals=("crop", "full_psf", "full_psf_noise"), engine: str | None = None,
+                     max_items: int | None = None, stage1: Path | None = None,
+                     cache_dir: Path | None = None) -> pd.DataFrame:
+    """Rows ``design, eval, <metrics>`` for every design in every evaluation mode.
+
+    ``designs`` maps names to checkpoints or DKO folders (see
+    :func:`dkolib.evaluation.load_design`; ``stage1`` is the back end of a DKO folder).
+    """
+    from .data import get_dataset
+    from .evaluation import evaluate_design
+
+    dataset = get_dataset(cfg, split, cache_dir or ProfilePaths(cfg.profile).data_cache)
+    frames = []
+    for name, path in designs.items():
+        model = load_design(path, cfg, stage1=stage1, engine=engine)
+        frames.append(evaluate_design(model, dataset, cfg, evals=evals, seed=seed, design=name,
+                                      max_items=max_items, engine=engine))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> pd.DataFrame:
+    """``results/<profile>/physical_eval.csv`` (every design built and evaluated if missing)."""
+    from .reports import ensure_stage1
+
+    paths = paths or ProfilePaths(cfg.profile)
+    out = paths.results / "physical_eval.csv"
+    if not out.exists():
+        ensure_stage1(cfg, paths, progress=progress)
+        ensure_dko_finetune(cfg, paths, progress=progress)
+        ensure_e2e(cfg, paths, progress=progress)
+        write_csv(evaluate_designs(cfg, design_paths(paths)), out)
+    return pd.read_csv(out)

@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.evaluation import EVAL_MODES, evaluate_design, load_design  # noqa: E402
+from dkolib.evaluation import EVAL_MODES  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
 from dkolib.paths import ProfilePaths  # noqa: E402
+from dkolib.pipeline import evaluate_designs  # noqa: E402
 
 
 def parse_designs(items: list[str]) -> list[tuple[str, Path]]:
@@ -72,24 +73,20 @@ def main(argv=None) -> pd.DataFrame:
     set_threads(args.threads or cfg.threads)
     paths = ProfilePaths(cfg.profile)
     out = args.out or paths.results / "physical_eval.csv"
-    from dkolib.data import get_dataset
-
-    dataset = get_dataset(cfg, args.split, args.cache_dir or paths.data_cache)
-    frames = []
+    designs = {}
     for name, path in parse_designs(args.design):
         if not path.exists():
             if args.skip_missing:
                 print(f"skipping {name}: {path} does not exist")
                 continue
             raise SystemExit(f"design {name}: {path} does not exist")
-        model = load_design(path, cfg, stage1=args.stage1, engine=args.engine)
-        frame = evaluate_design(model, dataset, cfg, evals=args.evals, seed=args.seed, design=name,
-                                max_items=args.max_items, engine=args.engine)
-        print(frame.to_string(index=False))
-        frames.append(frame)
-    if not frames:
+        designs[name] = path
+    if not designs:
         raise SystemExit("no design was evaluated")
-    result = pd.concat(frames, ignore_index=True)
+    result = evaluate_designs(cfg, designs, split=args.split, seed=args.seed, evals=args.evals,
+                              engine=args.engine, max_items=args.max_items, stage1=args.stage1,
+                              cache_dir=args.cache_dir)
+    print(result.to_string(index=False))
     write_csv(result, out)
     print(f"wrote {out}")
     return result

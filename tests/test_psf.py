@@ -9,8 +9,19 @@ import torch
 
 from dkolib.config import load_config
 from dkolib.metasurface import lens_phase_rad
-from dkolib.psf import (SamplingWarning, asm_full_field, check_padding, check_sampling, count_psf_flops,
-                        incident_phase_rad, pixel_centres_m, psf, psf_fast, psf_reference, sample_coords_m)
+from dkolib.psf import (
+    SamplingWarning,
+    asm_full_field,
+    check_padding,
+    check_sampling,
+    count_psf_flops,
+    incident_phase_rad,
+    pixel_centres_m,
+    psf,
+    psf_fast,
+    psf_reference,
+    sample_coords_m,
+)
 
 torch.set_num_threads(1)
 
@@ -206,3 +217,66 @@ def test_flop_counts():
     f_ref = [count_psf_flops(n, 14, 3, "reference") for n in (257, 513, 1025)]
     assert f_fast[0] < f_fast[1] < f_fast[2]
     assert all(a < b for a, b in zip(f_fast, f_ref))
+
+
+def test_operator_cache_does_not_change_results_and_survives_inference_mode():
+    import dkolib.psf as psf_mod
+    cfg = _optics()
+    n, W = 33, 7
+    ph = 2 * math.pi * torch.rand(2, n, n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    wls = [550e-9, 400e-9]
+    psf_mod.clear_operator_cache()
+    with torch.inference_mode():  # the cache is filled here ...
+        cold = psf_fast(torch.polar(torch.ones_like(ph), ph), wls, cfg, W)
+    assert len(psf_mod._OPS_CACHE) == 2
+    ph_g = ph.clone().requires_grad_(True)
+    warm = psf_fast(torch.polar(torch.ones_like(ph_g), ph_g), wls, cfg, W)  # ... and used with autograd here
+    (g,) = torch.autograd.grad(warm.sum(), ph_g)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
+    torch.testing.assert_close(warm.detach(), cold, rtol=0, atol=0)
+    # bounded: the LRU never exceeds its entry limit
+    for k in range(psf_mod._OPS_CACHE_SIZE + 3):
+        psf_fast(torch.polar(torch.ones_like(ph[:1]), ph[:1]), [500e-9 + k * 1e-9], cfg, W)
+    assert len(psf_mod._OPS_CACHE) <= psf_mod._OPS_CACHE_SIZE
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_micro_batches_and_interleaved_wavelengths_match_single_elements(engine, monkeypatch):
+    import dkolib.psf as psf_mod
+    cfg = _optics()
+    n, W = 33, 6
+    ph = (2 * math.pi * torch.rand(5, n, n, generator=torch.Generator().manual_seed(7),
+                                   dtype=torch.float64)).requires_grad_(True)
+    amp = 0.5 + 0.5 * torch.rand(5, n, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    wls = [700e-9, 400e-9, 700e-9, 550e-9, 400e-9]  # interleaved, as in a MetasurfaceArray
+    weight = torch.linspace(0, 1, W * W, dtype=torch.float64).view(W, W)
+
+    def run(**kw):
+        out = psf(torch.polar(amp, ph), wls, cfg, W, engine=engine, **kw)
+        (g,) = torch.autograd.grad((out * weight).sum(), ph)
+        return out.detach(), g
+
+    singles = [psf(torch.polar(amp[i:i + 1], ph[i:i + 1]), [wls[i]], cfg, W, engine=engine).detach()
+               for i in range(5)]
+    monkeypatch.setattr(psf_mod, "_CPU_BATCH_BYTES", 1)  # one element per FFT
+    out_1, g_1 = run(chunk_size=2)
+    monkeypatch.setattr(psf_mod, "_CPU_BATCH_BYTES", 2 ** 40)  # whole chunk per FFT
+    out_all, g_all = run(chunk_size=8)
+    out_ck, g_ck = run(chunk_size=1, checkpoint=True)
+    torch.testing.assert_close(out_1, torch.cat(singles))
+    for o, g in ((out_all, g_all), (out_ck, g_ck)):
+        torch.testing.assert_close(o, out_1)
+        torch.testing.assert_close(g, g_1)
+
+
+def test_float32_transform_accuracy():
+    """complex64 input runs the transform in float32: far inside the 1e-3 engine tolerance."""
+    cfg = _optics()
+    n, lam = cfg.n_cells, 400e-9
+    t = _lens(n, cfg, lam) * torch.polar(torch.ones(n, n, dtype=torch.float64),
+                                         0.5 * torch.randn(n, n, generator=torch.Generator().manual_seed(2),
+                                                           dtype=torch.float64))
+    p64 = psf_fast(t, [lam], cfg, 15)
+    p32 = psf_fast(t.to(torch.complex64), [lam], cfg, 15)
+    assert p32.dtype == torch.float32 and p64.dtype == torch.float64
+    assert _rel(p32.double(), p64) < 1e-4

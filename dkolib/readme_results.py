@@ -1,0 +1,201 @@
+"""The README's results section, generated from the CSVs under ``results/``.
+
+No number in the README is typed by hand: :func:`render` reads the pipeline's
+tables and writes markdown (tables, figure links and the verdicts on the
+paper's three claims, each verdict computed from the numbers by the rules
+stated in its text). :func:`splice` puts it between the README's markers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .paths import ProfilePaths
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    ax = abs(float(x))
+    if ax != 0 and (ax >= 1e4 or ax < 1e-3):
+        return f"{float(x):.{digits - 1}e}"
+    return f"{float(x):.{digits}g}"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(v if isinstance(v, str) else _fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _figure(paths: ProfilePaths, name: str, caption: str, repo_root: Path) -> str:
+    png = paths.figures / f"{name}.png"
+    if not png.exists():
+        return ""
+    return f"![{caption}]({png.relative_to(repo_root).as_posix()})\n"
+
+
+def optics_section(root: Path) -> str:
+    bench = _read(root / "results" / "benchmarks" / "psf_engines.csv")
+    if bench is None:
+        return ""
+    fwd = bench[~bench["engine"].str.endswith("_fwd_bwd")]
+    pivot = fwd.pivot_table(index="n_cells", columns="engine", values="seconds_per_psf")
+    err = fwd.pivot_table(index="n_cells", columns="engine", values="rel_err_vs_reference")
+    out = pd.DataFrame({"cells per side": pivot.index})
+    for eng in ("dflat", "reference", "fast"):
+        if eng in pivot:
+            out[f"{eng} s/PSF"] = pivot[eng].values
+    if "dflat" in pivot and "fast" in pivot:
+        out["fast vs D-Flat"] = (pivot["dflat"] / pivot["fast"]).values
+    if "reference" in pivot and "fast" in pivot:
+        out["fast vs reference"] = (pivot["reference"] / pivot["fast"]).values
+    if "fast" in err:
+        out["fast rel. error"] = err["fast"].values
+    threads = int(bench["threads"].iloc[0]) if "threads" in bench else None
+    return ("### PSF engines (`results/benchmarks/psf_engines.csv`)\n\n"
+            f"Forward time per PSF on this CPU ({threads} threads), measured side by side in one run, "
+            "and the fast engine's relative L2 error against the reference:\n\n" + _table(out) + "\n")
+
+
+def stage1_section(paths: ProfilePaths) -> str:
+    metrics = _read(paths.stage1 / "metrics.csv")
+    if metrics is None:
+        return ""
+    return ("### Stage 1: the electronic network (`stage1/metrics.csv`)\n\n" + _table(metrics) + "\n")
+
+
+def dko_section(paths: ProfilePaths) -> str:
+    summary = _read(paths.dko / "summary.csv")
+    if summary is None:
+        return ""
+    cols = {"steps": "steps", "stage2_wall_s": "stage-2 wall s", "channel_norm_err_mean": "kernel error",
+            "channel_corr_mean": "kernel correlation", "eff_crop_mean": "light in 7x7 crop",
+            "eff_render_mean": "light in render window"}
+    out = summary[[c for c in cols if c in summary]].rename(columns=cols)
+    return ("### DKO stage 2 (`dko/summary.csv`)\n\n"
+            "Kernel error is `||g P - K|| / ||K||` per output channel with the closed-form gain; light "
+            "fractions are of the energy through each aperture (means over metasurfaces).\n\n" + _table(out) + "\n")
+
+
+def physical_section(paths: ProfilePaths) -> str:
+    phys = _read(paths.results / "physical_eval.csv")
+    if phys is None:
+        return ""
+    pivot = phys.pivot_table(index="design", columns="eval", values="abs_rel").reset_index()
+    return ("### Idealised versus physical evaluation (`physical_eval.csv`, AbsRel, test split)\n\n"
+            + _table(pivot) + "\n")
+
+
+def cost_section(root: Path) -> tuple[str, dict]:
+    costs = _read(root / "results" / "costs.csv")
+    if costs is None:
+        return "", {}
+    facts = {}
+    for size in ("default", "paper"):
+        c = costs[costs["size"] == size].set_index("method")
+        if {"dko_stage2", "e2e_step"} <= set(c.index):
+            facts[size] = float(c.loc["e2e_step", "seconds_per_iter"] / c.loc["dko_stage2", "seconds_per_iter"])
+    return ("### Cost per iteration (`results/costs.csv`)\n\n" + _table(costs) + "\n"), facts
+
+
+def equal_budget_section(paths: ProfilePaths) -> tuple[str, pd.DataFrame | None]:
+    summary = _read(paths.results / "equal_budget_summary.csv")
+    if summary is None:
+        return "", None
+    sel = summary[(summary["eval"] == "crop")]
+    if "budget_axis" in sel:
+        sel = sel[sel["budget_axis"] == sel["budget_axis"].iloc[0]]
+    keep = ["method", "engine", "budget_fraction", "n_seeds", "abs_rel_mean", "abs_rel_std",
+            "ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi"]
+    table = sel[[c for c in keep if c in sel]].sort_values(["engine", "budget_fraction", "method"])
+    return ("### Equal budget (`equal_budget_summary.csv`, idealised crop evaluation)\n\n"
+            "Budget fractions are multiples of the cost of one full DKO run (stage 1 + stage 2); "
+            "`ratio_vs_dko` is the method's AbsRel divided by DKO's at the same budget, with a bootstrap "
+            "95 % interval over seeds.\n\n" + _table(table) + "\n"), summary
+
+
+def verdicts(summary: pd.DataFrame | None, cost_ratios: dict) -> str:
+    """One paragraph per claim of the paper, each derived from the tables by the rule it states."""
+    lines = ["### Verdicts on the paper's claims", ""]
+    if summary is not None and len(summary):
+        ref = summary[(summary["eval"] == "crop") & (summary["method"] == "e2e_scratch")
+                      & (np.isclose(summary["budget_fraction"], 1.0))]
+        if "budget_axis" in ref and len(ref):
+            ref = ref[ref["budget_axis"] == ref["budget_axis"].iloc[0]]
+        parts = []
+        for _, r in ref.iterrows():
+            if not math.isfinite(r["ratio_vs_dko"]):
+                continue
+            lo, hi = r["ratio_ci_lo"], r["ratio_ci_hi"]
+            if lo > 1:
+                what = "DKO is more accurate"
+            elif hi < 1:
+                what = "E2E is more accurate"
+            else:
+                what = "no significant difference"
+            parts.append(f"with the {r['engine']} engine E2E's AbsRel is {_fmt(r['ratio_vs_dko'])}x DKO's "
+                         f"(95 % CI {_fmt(lo)}-{_fmt(hi)}: {what}; the paper's claim is about 2x)")
+        lines.append("**Accuracy at equal budget** (E2E from scratch vs DKO at the budget of one full DKO run; "
+                     "a confidence interval above 1 means DKO is better): " + ("; ".join(parts) or "not available")
+                     + ".")
+        lines.append("")
+        crop = summary[(summary["eval"] == "crop") & summary["method"].isin(["dko", "e2e_scratch"])]
+        if "budget_axis" in crop and len(crop):
+            crop = crop[crop["budget_axis"] == crop["budget_axis"].iloc[0]]
+        stab = crop.groupby("method")["abs_rel_std"].mean()
+        if {"dko", "e2e_scratch"} <= set(stab.index):
+            more = "DKO" if stab["dko"] < stab["e2e_scratch"] else "E2E"
+            lines.append(f"**Stability** (spread of AbsRel across seeds, mean over budgets and engines): "
+                         f"DKO {_fmt(stab['dko'])}, E2E {_fmt(stab['e2e_scratch'])}: {more} is the more stable "
+                         "of the two here.")
+            lines.append("")
+    if cost_ratios:
+        txt = ", ".join(f"{_fmt(v)}x at {k} size" for k, v in cost_ratios.items())
+        lines.append(f"**Cost** (seconds per E2E step / seconds per DKO stage-2 iteration): {txt}. "
+                     "The paper's 'hundreds of times' refers to whole runs (E2E 50,000 steps vs DKO 500 "
+                     "stage-2 steps); `results/costs.csv` holds the per-iteration figures from which any run "
+                     "length follows, and DKO's stage 1 must be added to its side.")
+    return "\n".join(lines) + "\n"
+
+
+def render(profile: str, root: Path | None = None) -> str:
+    """The markdown of the results section for ``profile``."""
+    paths = ProfilePaths(profile) if root is None else ProfilePaths(profile, root)
+    root = paths.root
+    eb_text, summary = equal_budget_section(paths)
+    cost_text, cost_ratios = cost_section(root)
+    parts = [f"## Results (`{profile}` profile, generated by `snakemake`)", "",
+             "Every number below is read from `results/` by `dkolib/readme_results.py`.", "",
+             optics_section(root), stage1_section(paths), dko_section(paths), physical_section(paths),
+             _figure(paths, "crop_vs_physical", "crop vs physical evaluation", root),
+             eb_text,
+             _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
+             _figure(paths, "accuracy_vs_flops", "accuracy vs FLOP budget", root),
+             cost_text, verdicts(summary, cost_ratios)]
+    return "\n".join(p for p in parts if p is not None)
+
+
+def splice(readme_text: str, section: str) -> str:
+    """Replace what lies between the README's result markers with ``section``."""
+    if START not in readme_text or END not in readme_text:
+        raise ValueError(f"README has no '{START}' ... '{END}' markers to hold the results")
+    head, rest = readme_text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{section.strip()}\n{END}{tail}"

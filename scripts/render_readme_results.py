@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Regenerate the README's results section from ``results/``.
+
+    python scripts/render_readme_results.py --profile default \
+        --out results/default/readme_results.md --readme README.md
+
+Writes the section to ``--out`` and, with ``--readme``, splices it between the
+README's ``<!-- results:start -->`` / ``<!-- results:end -->`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dkolib.io import atomic_path  # noqa: E402
+from dkolib.readme_results import render, splice  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--readme", type=Path, default=None)
+    args = ap.parse_args(argv)
+    section = render(args.profile)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(section)
+    if args.readme is not None:
+        text = splice(args.readme.read_text(), section)
+        with atomic_path(args.readme) as tmp:
+            tmp.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
