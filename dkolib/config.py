@@ -120,6 +120,19 @@ class BudgetConfig:
     engines: tuple = ("fast", "reference")
     lr_grid: tuple = (0.5, 1.0, 2.0)
     """Learning-rate multipliers searched identically for every method."""
+    stage1_steps: int = field(default=150, metadata=_range(1, 10_000_000))
+    """Stage-1 steps of the reference DKO run that defines the budget unit C_ref."""
+    dko_steps: int = field(default=30, metadata=_range(1, 10_000_000))
+    """Stage-2 steps of every DKO run in the experiment."""
+    finetune_steps: int = field(default=30, metadata=_range(0, 10_000_000))
+    eval_items: int = field(default=0, metadata=_range(0, 10_000_000))
+    """Test (and validation) images per evaluation; 0 = the whole split."""
+    axes: tuple = ("wall", "flops")
+    """Budget axes on which designs are snapshotted (wall-clock seconds, FLOPs)."""
+    noise_eval: bool = False
+    """Also evaluate with sensor noise at the largest budget."""
+    calib_steps: int = field(default=3, metadata=_range(1, 100))
+    """Steps timed per component to calibrate C_ref."""
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,60 @@ def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progres
         ensure_e2e(cfg, paths, progress=progress)
         write_csv(evaluate_designs(cfg, design_paths(paths)), out)
     return pd.read_csv(out)
+
+
+def ensure_costs(path: Path | None = None) -> pd.DataFrame:
+    """``results/costs.csv`` (committed; regenerate with ``snakemake --cores 2 costs --forcerun costs``)."""
+    path = Path(path) if path is not None else ProfilePaths("default").root / "results" / "costs.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python scripts/measure_costs.py --out {path}` "
+                                "(about 2 minutes) or `snakemake --cores 2 costs`")
+    return pd.read_csv(path)
+
+
+def equal_budget_jobs(cfg: Config) -> list[tuple[str, str]]:
+    """The (method, engine) jobs of the equal-budget experiment, run for every seed.
+
+    Every method runs with the fast engine; where ``budget.engines`` lists the
+    reference engine (the paper's kind of simulator), the pair the claim is about
+    (DKO and E2E from scratch) and the electronic bound run with it as well.
+    """
+    from .equal_budget import METHODS
+
+    jobs = [(m, "fast") for m in METHODS]
+    if "reference" in cfg.budget.engines:
+        jobs += [("electronic", "reference"), ("dko", "reference"), ("e2e_scratch", "reference")]
+    return jobs
+
+
+def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
+                        progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(equal_budget.csv, equal_budget_summary.csv)`` of the profile, every job run in-process if missing.
+
+    Snakemake runs the same jobs as separate single-threaded processes
+    (``workflow/equal_budget.smk``); this path is for a notebook on a fresh clone.
+    """
+    from . import equal_budget as eb
+
+    paths = paths or ProfilePaths(cfg.profile)
+    runs_path, summary_path = paths.results / "equal_budget.csv", paths.results / "equal_budget_summary.csv"
+    if not (runs_path.exists() and summary_path.exists()):
+        settings = eb.settings_from_config(cfg)
+        frames = []
+        for seed in settings.seeds:
+            seed_cfg = cfg.replace({"seed": seed, "threads": 1})
+            stage1_dir = paths.equal_budget / f"stage1_{seed}"
+
+            def context(work: Path) -> eb.JobContext:
+                return eb.JobContext(cfg=seed_cfg, settings=settings, seed=seed, cache_dir=paths.data_cache,
+                                     stage1_dir=stage1_dir, work=work, progress=progress)
+
+            eb.run_job("stage1", context(stage1_dir))
+            for method, engine in equal_budget_jobs(cfg):
+                work = paths.equal_budget / f"{method}_{engine}_{seed}.work"
+                frames.append(eb.run_job(method, context(work), engine))
+                eb.cleanup_snapshots(work)
+        runs = eb.combine(frames)
+        write_csv(runs, runs_path)
+        write_csv(eb.summarize(runs), summary_path)
+    return pd.read_csv(runs_path), pd.read_csv(summary_path)

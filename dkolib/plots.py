@@ -163,3 +163,15 @@ def plot_fidelity(channels: pd.DataFrame, elements: pd.DataFrame):
     axes[2].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_physical_eval(frame: pd.DataFrame, metric: str = "abs_rel"):
+    """Grouped bars: ``metric`` per design, one bar per evaluation mode (crop / full PSF / + noise)."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    sns.barplot(data=frame, x="design", y=metric, hue="eval", ax=ax)
+    ax.set(xlabel="", ylabel=metric)
+    ax.legend(frameon=False, fontsize=8, title=None)
+    fig.tight_layout()
+    return fig

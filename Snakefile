@@ -1,0 +1,222 @@
+# The whole study, from meta-atoms and data to figures, tables and executed notebooks.
+#
+#   snakemake --cores 4                         # default profile (2-core CPU)
+#   snakemake --cores 4 --config profile=paper  # the paper's sizes (GPU)
+#   snakemake -n                                # what would run
+#
+# Timed jobs (anything whose wall-clock time is a result) declare the CPU
+# threads they use as the resource `cpu_slots`; profiles/default caps the sum
+# at the machine's cores, so a timed job never shares a core with another job.
+
+from dkolib.config import load_config
+
+PROFILE = config.get("profile", "default")
+CFG = load_config(PROFILE)
+R = f"results/{PROFILE}"
+DATA = f"cache/data/{PROFILE}"
+FIG = f"figures/{PROFILE}"
+T = CFG.threads
+NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
+             "05_equal_budget", "06_figures"]
+SPLITS = ["train", "val", "test"]
+
+
+wildcard_constraints:
+    nb=r"\d\d_[a-z0-9_]+",
+
+
+rule all:
+    input:
+        expand(f"{R}/notebooks/{{nb}}.ipynb", nb=NOTEBOOKS),
+        f"{R}/physical_eval.csv",
+        f"{R}/equal_budget.csv",
+        "results/costs.csv",
+        "results/benchmarks/psf_engines.csv",
+        "results/benchmarks/training_throughput.csv",
+        f"{R}/readme_results.md",
+
+
+# ---------------------------------------------------------------- optics inputs
+# The meta-atom library (RCWA, ~10 min on one core) is committed; rebuild it
+# explicitly with `snakemake --cores 1 metaatom_library --forcerun metaatom_library`.
+rule metaatom_library:
+    output:
+        table="dkolib/data/metaatom_library.csv",
+        convergence="results/metaatoms/convergence.csv",
+    resources:
+        cpu_slots=1,
+    shell:
+        "OMP_NUM_THREADS=1 python scripts/build_metaatom_library.py --out {output.table} "
+        "--convergence {output.convergence}"
+
+
+rule bench_psf:
+    output:
+        "results/benchmarks/psf_engines.csv",
+        "results/benchmarks/psf_paper_array.csv",
+    threads: 2
+    resources:
+        cpu_slots=2,
+    shell:
+        "python scripts/bench_psf_engines.py"
+
+
+rule bench_training:
+    output:
+        "results/benchmarks/training_throughput.csv",
+    threads: 2
+    resources:
+        cpu_slots=2,
+    shell:
+        "python scripts/bench_training.py --profile smoke --profile default --steps 20 --threads 2"
+
+
+rule costs:
+    output:
+        "results/costs.csv",
+    resources:
+        cpu_slots=1,
+    shell:
+        "python scripts/measure_costs.py --out {output} --threads 1"
+
+
+# ---------------------------------------------------------------- data and stage 1
+rule data:
+    output:
+        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+    resources:
+        cpu_slots=1,
+    shell:
+        f"python scripts/make_dataset.py --profile {PROFILE} --out {DATA} --quiet"
+
+
+rule stage1:
+    input:
+        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+    output:
+        model=f"{R}/stage1/model.pt",
+        log=f"{R}/stage1/log.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/train_stage1.py --profile {PROFILE} --out {R}/stage1 --quiet --set threads={{threads}}"
+
+
+# ---------------------------------------------------------------- DKO and E2E designs
+rule dko:
+    input:
+        f"{R}/stage1/model.pt",
+    output:
+        model=f"{R}/dko/model.pt",
+        fidelity=f"{R}/dko/fidelity.csv",
+        summary=f"{R}/dko/summary.csv",
+        history=f"{R}/dko/history.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/run_dko.py --profile {PROFILE} --stage1 {{input}} --out {R}/dko "
+        f"--threads {{threads}} --no-progress"
+
+
+rule dko_finetune:
+    input:
+        f"{R}/dko/model.pt",
+    output:
+        model=f"{R}/dko_finetune/model.pt",
+        log=f"{R}/dko_finetune/log.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/finetune_dko.py --profile {PROFILE} --dko {{input}} --out {R}/dko_finetune "
+        f"--quiet --set threads={{threads}}"
+
+
+rule e2e:
+    input:
+        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+    output:
+        model=f"{R}/e2e/model.pt",
+        log=f"{R}/e2e/log.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/train_e2e.py --profile {PROFILE} --variant joint --out {R}/e2e --quiet "
+        f"--set threads={{threads}}"
+
+
+rule physical_eval:
+    input:
+        stage1=f"{R}/stage1/model.pt",
+        dko=f"{R}/dko/model.pt",
+        dko_ft=f"{R}/dko_finetune/model.pt",
+        e2e=f"{R}/e2e/model.pt",
+    output:
+        f"{R}/physical_eval.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
+        "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} e2e={input.e2e}"
+
+
+# ---------------------------------------------------------------- equal-budget experiment
+include: "workflow/equal_budget.smk"
+
+
+# ---------------------------------------------------------------- notebooks and README
+NB_INPUTS = {
+    "01_optics": ["results/benchmarks/psf_engines.csv"],
+    "02_electronic_network": [f"{R}/stage1/model.pt"],
+    "03_dko_synthesis": [f"{R}/dko/model.pt", f"{R}/dko/fidelity.csv"],
+    "04_e2e_baseline": [f"{R}/e2e/model.pt", f"{R}/physical_eval.csv"],
+    "05_equal_budget": [f"{R}/equal_budget.csv", f"{R}/equal_budget_summary.csv"],
+    "06_figures": [f"{R}/physical_eval.csv", f"{R}/equal_budget.csv", "results/costs.csv",
+                   f"{R}/notebooks/02_electronic_network.ipynb"],
+}
+
+
+ruleorder: notebook_02 > notebook
+
+
+rule notebook_02:
+    input:
+        nb="notebooks/02_electronic_network.ipynb",
+        deps=NB_INPUTS["02_electronic_network"],
+    output:
+        nb=f"{R}/notebooks/02_electronic_network.ipynb",
+        metrics=f"{R}/stage1/metrics.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+
+
+rule notebook:
+    input:
+        nb="notebooks/{nb}.ipynb",
+        deps=lambda wc: NB_INPUTS[wc.nb],
+    output:
+        f"{R}/notebooks/{{nb}}.ipynb",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+
+
+rule readme_results:
+    input:
+        f"{R}/physical_eval.csv",
+        f"{R}/equal_budget_summary.csv",
+        "results/costs.csv",
+        f"{R}/notebooks/06_figures.ipynb",
+    output:
+        f"{R}/readme_results.md",
+    shell:
+        f"python scripts/render_readme_results.py --profile {PROFILE} --out {{output}} --readme README.md"

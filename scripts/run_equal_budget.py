@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""One job of the equal-budget experiment (DKO vs E2E); protocol in ``dkolib/equal_budget.py``.
+
+    # per seed, first (shared by every method of that seed):
+    python scripts/run_equal_budget.py --profile default --method stage1 --seed 0 \
+        --stage1-dir results/default/equal_budget/stage1_0 --out results/default/equal_budget/stage1_0.csv
+    # then, independently, per (method, engine, seed):
+    python scripts/run_equal_budget.py --profile default --method e2e_scratch --engine fast --seed 0 \
+        --stage1-dir results/default/equal_budget/stage1_0 --out results/default/equal_budget/e2e_scratch_fast_0.csv
+
+Methods: ``stage1`` (calibration, reference costs, stage-1 lr search, stage-1 snapshots; its
+``--out`` is the stage-1 lr-search table), ``electronic``, ``dko``, ``dko_ft``, ``e2e_scratch``,
+``e2e_warm`` (their ``--out`` is the per-job results table, columns
+``dkolib.equal_budget.COLUMNS``). Every job runs with ``--threads`` torch threads (default 1),
+writes its CSV atomically and resumes from its work folder (``--work``, default
+``<out without .csv>.work``) if interrupted. ``--set key=value`` applies config overrides
+(the same ones must be given to the stage-1 job and to every method job of a seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from dkolib import equal_budget as eb  # noqa: E402
+from dkolib.config import load_config, parse_overrides  # noqa: E402
+from dkolib.io import set_threads, write_csv  # noqa: E402
+from dkolib.paths import ProfilePaths  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--method", required=True, choices=eb.JOBS)
+    ap.add_argument("--engine", choices=("fast", "reference"), default=None,
+                    help="PSF engine (required for every method except stage1)")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="CSV written atomically at the end")
+    ap.add_argument("--stage1-dir", type=Path, default=None,
+                    help="shared per-seed stage-1 folder (default results/<profile>/equal_budget/stage1_<seed>)")
+    ap.add_argument("--work", type=Path, default=None, help="this job's work folder (checkpoints, snapshots)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (default cache/data/<profile>)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-items", type=int, default=None,
+                    help="evaluate on the first N val/test images (default budget.eval_items, else all)")
+    ap.add_argument("--keep-snapshots", action="store_true", help="keep method snapshots after evaluation")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    if args.method != "stage1" and args.engine is None:
+        ap.error(f"--engine is required for --method {args.method}")
+    cfg = load_config(args.profile, {**parse_overrides(args.set), "threads": args.threads, "seed": args.seed})
+    set_threads(args.threads)
+    paths = ProfilePaths(args.profile)
+    settings = eb.settings_from_config(cfg)
+    if args.eval_items is not None:
+        if args.eval_items < 1:
+            ap.error("--eval-items must be >= 1")
+        settings = dataclasses.replace(settings, eval_items=args.eval_items)
+    stage1_dir = args.stage1_dir or paths.equal_budget / f"stage1_{args.seed}"
+    work = args.work or args.out.with_suffix(".work")
+    if args.method == "stage1":
+        work = stage1_dir
+    ctx = eb.JobContext(cfg=cfg, settings=settings, seed=args.seed, cache_dir=args.cache_dir or paths.data_cache,
+                        stage1_dir=stage1_dir, work=work, progress=not args.no_progress)
+    t0, c0 = time.perf_counter(), time.process_time()
+    frame = eb.run_job(args.method, ctx, args.engine)
+    write_csv(frame, args.out)
+    if args.method != "stage1" and not args.keep_snapshots:
+        eb.cleanup_snapshots(work)
+    print(f"{args.method} engine={args.engine} seed={args.seed}: {len(frame)} rows -> {args.out} "
+          f"(job wall {time.perf_counter() - t0:.1f} s, cpu {time.process_time() - c0:.1f} s, "
+          f"threads {torch.get_num_threads()})")
+    return frame
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Equal-budget experiment: snapshots = truncated runs, feasibility, table columns, bootstrap summary."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dkolib import equal_budget as eb
+from dkolib.budget import BudgetMeter
+from dkolib.config import load_config
+from dkolib.model import DepthNet
+from dkolib.train import make_depth_loss, train_loop
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _toy_dataset(n=6, h=32, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(n):
+        rgb = F.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear",
+                            align_corners=False)[0]
+        items.append({"rgb": rgb, "depth_m": 2.0 + 30.0 * rgb.mean(0, keepdim=True)})
+    return items
+
+
+def _net(cfg, seed=0):
+    torch.manual_seed(seed)
+    return DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+
+
+# ----------------------------------------------------------------------------- snapshots
+def test_snapshot_at_flop_budget_equals_truncated_run(tmp_path):
+    cfg = load_config("smoke")
+    data = _toy_dataset()
+    loss = make_depth_loss()
+
+    def fresh_run(work, **kw):
+        model = _net(cfg)
+        hist = train_loop(model, [{"params": list(model.parameters()), "lr": 1e-3}], data, steps=50, batch_size=2,
+                          seed=3, log_csv=work / "log.csv", ckpt=work / "ckpt.pt", loss_fn=loss, lr_decay_at=None,
+                          progress=False, budget=BudgetMeter(), **kw)
+        return model, hist
+
+    _, h1 = fresh_run(tmp_path / "probe", max_flops=1.0)
+    per_step = float(h1["flops"].iloc[-1])  # one step ran before the 1-FLOP limit stopped it
+    assert per_step > 0
+    targets = [eb.Target("a", "flops", 1.5 * per_step), eb.Target("b", "flops", 3.2 * per_step),
+               eb.Target("c", "flops", 3.3 * per_step)]
+    model = _net(cfg)
+    man = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
+                                  targets=targets, work=tmp_path / "snap", seed=3, batch_size=2, steps_cap=50,
+                                  loss_fn=loss, weight_decay=1e-4, progress=False)
+    # a budget is reached at the first step whose accumulated cost is >= it
+    assert man["a"]["step"] == 2 and man["b"]["step"] == 4 and man["c"]["step"] == 4
+    assert man["b"]["file"] == man["c"]["file"]
+    for key, t in (("a", targets[0]), ("b", targets[1])):
+        truncated, hist = fresh_run(tmp_path / f"trunc_{key}", max_flops=t.value, weight_decay=1e-4)
+        assert hist.attrs["stop_reason"] == "budget"
+        snap = eb.load_snapshot(tmp_path / "snap", man[key])
+        assert snap["step"] == len(hist)
+        ref = truncated.state_dict()
+        for name, tensor in snap["state_dict"].items():
+            assert torch.equal(tensor, ref[name]), f"{key}: {name} differs from the truncated run"
+        assert snap["meter"]["flops"] == pytest.approx(float(hist["flops"].iloc[-1]))
+    # snapshots at different budgets differ (the equality above is not vacuous)
+    snap_a = eb.load_snapshot(tmp_path / "snap", man["a"])["state_dict"]
+    snap_b = eb.load_snapshot(tmp_path / "snap", man["b"])["state_dict"]
+    assert any(not torch.equal(v, snap_a[k]) for k, v in snap_b.items() if v.is_floating_point())
+
+
+def test_snapshot_runner_resumes_without_retraining(tmp_path):
+    cfg = load_config("smoke")
+    data = _toy_dataset()
+    model = _net(cfg)
+    t = [eb.Target("x", "flops", 1.0)]
+    kw = dict(targets=t, work=tmp_path, seed=0, batch_size=2, steps_cap=10, loss_fn=make_depth_loss(),
+              weight_decay=0.0, progress=False)
+    man1 = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
+    mtime = (tmp_path / man1["x"]["file"]).stat().st_mtime_ns
+    man2 = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
+    assert man1 == man2 and (tmp_path / man2["x"]["file"]).stat().st_mtime_ns == mtime
+
+
+# ----------------------------------------------------------------------------- budgets / feasibility
+def _budgets(s1=10.0, s2=30.0, ft=5.0):
+    cost = lambda v: {"wall_s": v, "cpu_s": v, "flops": v * 1e9}  # noqa: E731
+    return {"stage1": cost(s1), "engines": {"fast": {"stage2": cost(s2), "finetune": cost(ft),
+                                                     "c_ref": cost(s1 + s2)}}}
+
+
+def _settings(**kw):
+    base = dict(fractions=(0.25, 0.5, 1.0, 2.0), seeds=(0,), engines=("fast",), lr_grid=(1.0,), axes=("wall", "flops"),
+                stage1_steps=10, dko_steps=5, finetune_steps=2, eval_items=None, noise_eval=False, calib_steps=2)
+    base.update(kw)
+    return eb.Settings(**base)
+
+
+def test_infeasible_budgets_get_no_target():
+    st = _settings()
+    keys = {t.key: t for t in eb.stage1_targets(_budgets(), st)}
+    # C_ref = 40; stage 2 = 30: DKO fits 1.0 (stage 1 gets 10) and 2.0, not 0.25 (10) or 0.5 (20)
+    for axis in ("wall", "flops"):
+        assert eb.target_key("dko", "fast", axis, 0.25) not in keys
+        assert eb.target_key("dko", "fast", axis, 0.5) not in keys
+        assert eb.target_key("dko", "fast", axis, 1.0) in keys
+        assert eb.target_key("dko_ft", "fast", axis, 1.0) in keys  # 40 - 30 - 5 = 5 > 0
+        assert eb.target_key("electronic", "fast", axis, 0.25) in keys
+    assert keys[eb.target_key("dko", "fast", "wall", 2.0)].value == pytest.approx(80 - 30)
+    assert keys[eb.target_key("dko_ft", "fast", "flops", 1.0)].value == pytest.approx(5e9)
+    start = {"wall_s": 15.0, "cpu_s": 15.0, "flops": 15e9}
+    warm = {t.key for t in eb.e2e_targets(_budgets(), st, "fast", start)}
+    assert warm == {eb.target_key("e2e", "fast", a, f) for a in ("wall", "flops") for f in (0.5, 1.0, 2.0)}
+    assert st.ref_fraction == 1.0 and _settings(fractions=(0.5, 2.5)).ref_fraction == 0.5
+
+
+# ----------------------------------------------------------------------------- summary
+def _fake_table(seeds, e2e_scale=2.0, noise=0.02):
+    rng = np.random.default_rng(1)
+    rows = []
+    for s in seeds:
+        for method, scale in (("dko", 1.0), ("e2e_scratch", e2e_scale)):
+            for frac in (0.5, 1.0):
+                r = {c: 0.0 for c in eb.COLUMNS}
+                r.update(method=method, engine="fast", seed=s, budget_s=frac * 10, budget_flops=frac * 1e9,
+                         eval="crop", budget_fraction=frac, budget_axis="flops", lr=1e-3, lr_mult=1.0,
+                         abs_rel=scale * (0.2 + noise * rng.standard_normal()), a1=0.7)
+                rows.append(r)
+    return eb.to_frame(rows)
+
+
+def test_bootstrap_ci_contains_ratio_and_collapses_with_one_seed():
+    summ = eb.summarize(_fake_table(range(6)), n_boot=500)
+    e2e = summ[summ["method"] == "e2e_scratch"]
+    assert len(e2e) == 2 and (e2e["ratio_n_seeds"] == 6).all()
+    assert ((e2e["ratio_ci_lo"] <= e2e["ratio_vs_dko"]) & (e2e["ratio_vs_dko"] <= e2e["ratio_ci_hi"])).all()
+    assert (e2e["ratio_ci_hi"] > e2e["ratio_ci_lo"]).all()
+    assert e2e["ratio_vs_dko"].between(1.6, 2.4).all()  # built with E2E AbsRel about 2x DKO's
+    dko = summ[summ["method"] == "dko"]
+    assert np.allclose(dko["ratio_vs_dko"], 1.0)
+    one = eb.summarize(_fake_table([4]))
+    e1 = one[one["method"] == "e2e_scratch"]
+    assert (e1["ratio_ci_lo"] == e1["ratio_vs_dko"]).all() and (e1["ratio_ci_hi"] == e1["ratio_vs_dko"]).all()
+    assert (one["abs_rel_std"] == 0.0).all()
+
+
+def test_summary_mean_std_and_catch_up():
+    df = _fake_table(range(3), e2e_scale=2.0)
+    # make E2E catch up at fraction 1.0 only
+    df.loc[(df["method"] == "e2e_scratch") & (df["budget_fraction"] == 1.0), "abs_rel"] = 0.1
+    summ = eb.summarize(df, n_boot=200)
+    g = df[(df["method"] == "dko") & (df["budget_fraction"] == 0.5)]["abs_rel"]
+    row = summ[(summ["method"] == "dko") & (summ["budget_fraction"] == 0.5)].iloc[0]
+    assert row["abs_rel_mean"] == pytest.approx(g.mean()) and row["abs_rel_std"] == pytest.approx(g.std(ddof=1))
+    cu = eb.catch_up(summ)
+    assert len(cu) == 1 and cu.iloc[0]["first_fraction_mean"] == 1.0
+    never = eb.catch_up(eb.summarize(_fake_table(range(3)), n_boot=200))
+    assert np.isnan(never.iloc[0]["first_fraction_mean"])
+
+
+def test_ratio_missing_where_dko_has_no_point():
+    df = _fake_table(range(2))
+    df = df[~((df["method"] == "dko") & (df["budget_fraction"] == 0.5))]
+    summ = eb.summarize(df, n_boot=100)
+    r = summ[(summ["method"] == "e2e_scratch") & (summ["budget_fraction"] == 0.5)].iloc[0]
+    assert np.isnan(r["ratio_vs_dko"]) and r["ratio_n_seeds"] == 0
+
+
+def test_missing_column_is_an_error():
+    with pytest.raises(ValueError, match="abs_rel"):
+        eb.summarize(_fake_table([0]).drop(columns=["abs_rel"]))
+
+
+# ----------------------------------------------------------------------------- the smoke pipeline
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("run_eb", root / "scripts" / "run_equal_budget.py")
+    run_eb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_eb)
+    tmp = tmp_path_factory.mktemp("eb")
+    common = ["--profile", "smoke", "--seed", "0", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
+              "--no-progress", "--set", "budget.engines=[fast]"]
+    run_eb.main(["--method", "stage1", "--out", str(tmp / "stage1_0.csv")] + common)
+    outs = []
+    for m in ("electronic", "dko", "e2e_scratch"):
+        out = tmp / f"{m}_fast_0.csv"
+        run_eb.main(["--method", m, "--engine", "fast", "--out", str(out)] + common)
+        outs.append(out)
+    torch.set_num_threads(1)
+    return tmp, outs
+
+
+def test_job_csvs_have_exactly_the_columns(smoke_run):
+    tmp, outs = smoke_run
+    for out in outs:
+        df = pd.read_csv(out)
+        assert list(df.columns) == list(eb.COLUMNS)
+        assert list(df.columns[:len(eb.REQUIRED_COLUMNS)]) == list(eb.REQUIRED_COLUMNS)
+        assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf"}
+        assert df[list(eb.METRICS)].notna().all().all()
+    assert not list((tmp / "e2e_scratch_fast_0.work").rglob("*.pt"))  # snapshots and checkpoints cleaned up
+
+
+def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
+    tmp, _ = smoke_run
+    import json
+
+    info = json.loads((tmp / "s1" / "budgets.json").read_text())
+    e = info["budgets"]["engines"]["fast"]
+    dko = pd.read_csv(tmp / "dko_fast_0.csv")
+    for axis, field in (("wall", "wall_s"), ("flops", "flops")):
+        for frac in info["settings"]["fractions"]:
+            fits = frac * e["c_ref"][field] > e["stage2"][field]
+            present = ((dko["budget_axis"] == axis) & (dko["budget_fraction"] == frac)).any()
+            assert present == fits, (axis, frac)
+    # smoke geometry: stage 2's FLOPs exceed half of C_ref, so the 0.5 FLOP budget has no DKO point
+    assert not ((dko["budget_axis"] == "flops") & (dko["budget_fraction"] == 0.5)).any()
+    # a point never spends (much) more than its budget: stage 1 stops at the first crossing
+    f = dko[dko["budget_axis"] == "flops"]
+    assert (f["spent_flops"] >= 0.99 * f["budget_flops"]).all()
+    e2e = pd.read_csv(tmp / "e2e_scratch_fast_0.csv")
+    ef = e2e[e2e["budget_axis"] == "flops"]
+    assert (ef["spent_flops"] >= ef["budget_flops"]).all()
+
+
+def test_summarize_script_and_plots(smoke_run, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    tmp, outs = smoke_run
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("sum_eb", root / "scripts" / "summarize_equal_budget.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    df, _summary, _ = mod.main(["--inputs", *map(str, outs), str(tmp / "stage1_0.csv"), "--out", str(tmp_path / "eb.csv"),
+                            "--summary", str(tmp_path / "summ.csv"), "--n-boot", "50"])
+    assert list(pd.read_csv(tmp_path / "eb.csv").columns) == list(eb.COLUMNS)
+    assert len(df) == sum(len(pd.read_csv(o)) for o in outs)
+    assert (tmp_path / "summ_catchup.csv").exists()
+    fig = eb.plot_accuracy_vs_budget(df, x="budget_flops", path=tmp_path / "acc")
+    assert (tmp_path / "acc.png").exists() and (tmp_path / "acc.pdf").exists()
+    assert len(fig.axes) >= 2
+    plt.close(fig)
+    fig = eb.plot_crop_vs_physical(df, path=tmp_path / "cvp")
+    assert (tmp_path / "cvp.png").exists()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="budget_s"):
+        eb.plot_accuracy_vs_budget(df, x="steps")

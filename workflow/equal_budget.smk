@@ -1,0 +1,56 @@
+# The equal-budget experiment (dkolib/equal_budget.py states the protocol).
+# One single-threaded stage-1 job per seed (calibration of the budget unit,
+# stage-1 snapshots), then one single-threaded job per (method, engine, seed),
+# then the summary. Every job holds one cpu_slot, so at most as many timed jobs
+# run as there are cores.
+
+from dkolib.equal_budget import METHODS
+from dkolib.pipeline import equal_budget_jobs
+
+EB = f"{R}/equal_budget"
+EB_SEEDS = [str(s) for s in CFG.budget.seeds]
+EB_METHODS = list(METHODS)
+EB_JOBS = equal_budget_jobs(CFG)  # (method, engine) pairs, see dkolib.pipeline
+EB_OUTPUTS = [f"{EB}/{m}_{g}_{s}.csv" for (m, g) in EB_JOBS for s in EB_SEEDS]
+
+
+rule eb_stage1:
+    input:
+        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+    output:
+        f"{EB}/stage1_{{seed}}.csv",
+    wildcard_constraints:
+        seed=r"\d+",
+    resources:
+        cpu_slots=1,
+    shell:
+        f"python scripts/run_equal_budget.py --profile {PROFILE} --method stage1 --seed {{wildcards.seed}} "
+        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output}} --threads 1 --no-progress"
+
+
+rule eb_method:
+    input:
+        f"{EB}/stage1_{{seed}}.csv",
+    output:
+        f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
+    wildcard_constraints:
+        method="|".join(EB_METHODS),
+        engine="fast|reference",
+        seed=r"\d+",
+    resources:
+        cpu_slots=1,
+    shell:
+        f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
+        f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
+        f"--out {{output}} --threads 1 --no-progress"
+
+
+rule eb_summary:
+    input:
+        EB_OUTPUTS,
+    output:
+        runs=f"{R}/equal_budget.csv",
+        summary=f"{R}/equal_budget_summary.csv",
+    shell:
+        f"python scripts/summarize_equal_budget.py --inputs {{input}} --out {{output.runs}} "
+        f"--summary {{output.summary}} --figures {FIG}"
