@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import metrics
 from .config import ModelConfig
 
 ENCODER_BASE_WIDTHS = (64, 64, 128, 256, 512)
@@ -73,20 +74,15 @@ def conv1_channels(model_cfg: ModelConfig) -> int:
 
 def disp_to_depth(disp: torch.Tensor, min_depth_m: float = DISP_MIN_DEPTH_M,
                   max_depth_m: float = DISP_MAX_DEPTH_M) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monodepth2's mapping of a sigmoid output to (scaled disparity [1/m], depth [m])."""
-    min_disp = 1.0 / max_depth_m
-    max_disp = 1.0 / min_depth_m
-    scaled = min_disp + (max_disp - min_disp) * disp
-    return scaled, 1.0 / scaled
+    """Monodepth2's mapping of a sigmoid output to (scaled disparity [1/m], depth [m])
+    (:func:`dkolib.metrics.disp_to_depth` with the network's depth range)."""
+    return metrics.disp_to_depth(disp, min_depth_m, max_depth_m)
 
 
 def depth_to_disp(depth_m: torch.Tensor | float, min_depth_m: float = DISP_MIN_DEPTH_M,
                   max_depth_m: float = DISP_MAX_DEPTH_M) -> torch.Tensor:
     """Inverse of :func:`disp_to_depth`: the sigmoid output that decodes to ``depth_m``."""
-    depth_m = torch.as_tensor(depth_m, dtype=torch.float32)
-    min_disp = 1.0 / max_depth_m
-    max_disp = 1.0 / min_depth_m
-    return (1.0 / depth_m - min_disp) / (max_disp - min_disp)
+    return metrics.depth_to_disp(torch.as_tensor(depth_m, dtype=torch.float32), min_depth_m, max_depth_m)
 
 
 class ElectronicConv1(nn.Conv2d):

@@ -18,8 +18,9 @@ from .config import Config
 from .evaluation import hybrid_from_dko, load_design
 from .io import save_torch, seed_everything, set_threads, write_csv
 from .paths import ProfilePaths
-from .synthesis import save_array, summarize_fidelity, synthesize
-from .train import load_depthnet, run_e2e, run_finetune, save_model
+from .metasurface import MetasurfaceArray
+from .synthesis import make_atom, save_array, summarize_fidelity, synthesize
+from .train import load_depthnet, resolve_device, run_e2e, run_finetune, save_model
 
 
 def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | None = None,
@@ -42,8 +43,13 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
         budget.load_state_dict(stored["budget"])
     before = budget.snapshot()
     gen = seed_everything(cfg.seed)
+    device = resolve_device(cfg)
+    array = None
+    if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
+        array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
+                                 init=cfg.dko.init, generator=gen).to(device)
     res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
-                     ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget)
+                     ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
     after = budget.snapshot()
     save_array(res.array, out_dir / "array.pt", cfg.optics, loss=cfg.dko.loss, engine=engine)
     save_torch(res.gain.detach().clone(), out_dir / "gain.pt")

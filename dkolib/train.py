@@ -180,9 +180,25 @@ class BatchSampler:
         self.pos = int(state["pos"])
 
 
-def collate(items: Sequence[dict]) -> dict:
-    """Stack dataset items ``{"rgb": [3,H,W], "depth_m": [1,H,W]}`` into a batch."""
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("rgb", "depth_m")}
+def collate(items: Sequence[dict], device: torch.device | str | None = None) -> dict:
+    """Stack dataset items ``{"rgb": [3,H,W], "depth_m": [1,H,W]}`` into a batch (on ``device``)."""
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(device or "cpu")
+            for k in ("rgb", "depth_m")}
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for a module without any)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    """``cfg.device`` as a torch device; a clear error where CUDA is asked for but absent."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device 'cuda' but torch sees no CUDA GPU: run with --set device=cpu "
+                           "(slow at paper sizes) or on a machine with a GPU and a CUDA build of torch")
+    return torch.device(cfg.device)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -350,7 +366,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                 stop_reason = "budget"
                 break
             with budget.timing():
-                batch = collate([dataset[i] for i in sampler.next_indices()])
+                batch = collate([dataset[i] for i in sampler.next_indices()], model_device(model))
             key = ("train_step", tuple(batch["rgb"].shape))
             if budget.cached_flops(key) is None:
                 _measure_step_flops(model, batch, loss_fn, frontend, budget, key)
@@ -448,7 +464,7 @@ def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = Fals
     fe = _find_frontend(model)
     old_gen = fe.generator if fe is not None else None
     if fe is not None:
-        fe.generator = torch.Generator().manual_seed(noise_seed)
+        fe.generator = torch.Generator(device=model_device(model)).manual_seed(noise_seed)
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
     sums: dict[str, float] = {}
     count = 0
@@ -456,10 +472,11 @@ def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = Fals
     try:
         with torch.random.fork_rng(devices=[]):
             for s in range(0, n, batch_size):
-                batch = collate([dataset[i] for i in range(s, min(n, s + batch_size))])
-                pred = predict_depth(model, batch["rgb"])
+                batch = collate([dataset[i] for i in range(s, min(n, s + batch_size))], model_device(model))
+                pred = predict_depth(model, batch["rgb"]).cpu()
+                gt = batch["depth_m"].cpu()
                 for b in range(pred.shape[0]):
-                    m = _compute_metrics(pred[b], batch["depth_m"][b], cfg.data.min_depth_m,
+                    m = _compute_metrics(pred[b], gt[b], cfg.data.min_depth_m,
                                          cfg.data.max_depth_m, median_scaling, garg)
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
@@ -512,7 +529,7 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     seed_everything(cfg.seed)
     train_set = _get_dataset(cfg, "train", Path(cache_dir), flip=True)
     val_set = _get_dataset(cfg, "val", Path(cache_dir))
-    model = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    model = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size).to(resolve_device(cfg))
     budget = budget if budget is not None else BudgetMeter()
     s1 = cfg.stage1
     train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
@@ -571,6 +588,7 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
                         cache_psf=False)
     fe: OpticalFrontEnd = model.first_layer
     fe.match_gain(reference, method="norm")
+    model.to(resolve_device(cfg))
     n_el = fe.n_out * fe.n_in * 2
     extra = psf_step_flops(cfg, n_el, fe.window_px, engine, backward=True)
     optics_group = {"params": list(array.parameters()), "lr": e.lr_optics, "weight_decay": 0.0}
@@ -630,6 +648,7 @@ def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: 
     seed_everything(cfg.seed)
     train_set = _get_dataset(cfg, "train", Path(cache_dir), flip=True)
     val_set = _get_dataset(cfg, "val", Path(cache_dir))
+    hybrid_model.to(resolve_device(cfg))
     fe.freeze_optics(True)
     fe.cache_psf = True
     ckpt = out_dir / "ckpt.pt"
