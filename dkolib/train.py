@@ -429,13 +429,18 @@ def constant_predictor(depth_m: float) -> ConstantDepth:
 
 def training_median_depth(dataset, min_depth_m: float = 1e-3, max_depth_m: float = 80.0,
                           max_items: int = 256) -> float:
-    """Median (m) of the valid ground-truth depths over up to ``max_items`` evenly spaced items."""
+    """Median (m) of the evaluated ground-truth depths over up to ``max_items`` evenly spaced items.
+
+    The pixels are those the metrics score (Monodepth2's mask ``min < gt < max``):
+    sky stored at the cap is left out, so the constant baseline is the best
+    constant for the evaluated pixels rather than one pulled towards the sky.
+    """
     n = len(dataset)
     idx = np.unique(np.linspace(0, n - 1, min(n, max_items)).round().astype(int))
     vals = []
     for i in idx:
         d = torch.as_tensor(dataset[int(i)]["depth_m"])
-        vals.append(d[_valid_mask(d, min_depth_m, max_depth_m)])
+        vals.append(d[(d > min_depth_m) & (d < max_depth_m)])
     allv = torch.cat(vals)
     if allv.numel() == 0:
         raise ValueError("no valid ground-truth depth in the dataset")

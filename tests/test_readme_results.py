@@ -51,3 +51,13 @@ def test_render_reads_tables_from_a_results_tree(tmp_path):
     text = render("default", tmp_path)
     assert "0.123" in text and "0.456" in text
     assert "equal_budget_summary" not in text  # absent tables are left out, not invented
+
+
+def test_whole_run_ratios_by_hand():
+    from dkolib.readme_results import whole_run_ratios
+
+    costs = pd.DataFrame({"method": ["dko_stage2", "e2e_step", "stage1_step"], "size": ["paper"] * 3,
+                          "seconds_per_iter": [2.0, 3.0, 1.0]})
+    r = whole_run_ratios(costs, stage1_steps=100, dko_steps=10, e2e_steps=100)
+    assert r["without_stage1"] == pytest.approx(300 / 20)
+    assert r["with_stage1"] == pytest.approx(300 / 120)

@@ -29,3 +29,12 @@ def test_gain_restoration_recovers_an_exactly_scaled_kernel():
     table = gain_restoration(window, weight, gain).set_index("gain_mode")
     assert table.loc["closed_form", "channel_norm_err_mean"] < 1e-6
     assert table.loc["none", "channel_norm_err_mean"] > 0.8  # 1 - 1/7 of the kernel is missing
+
+
+def test_training_median_ignores_capped_sky():
+    from dkolib.train import training_median_depth
+
+    depth = np.full((1, 4, 4), 80.0, dtype=np.float32)  # sky at the cap
+    depth[0, :2] = [[5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0]]
+    median = training_median_depth(DepthDataset(np.zeros((1, 4, 4, 3), np.uint8), depth), 1e-3, 80.0)
+    assert 8.0 <= median <= 9.0  # torch's lower median of 5..12, the 80 m sky excluded
