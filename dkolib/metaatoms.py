@@ -167,6 +167,19 @@ class _HermiteLookup(torch.autograd.Function):
         return grad_r.to(ctx.r_dtype), None, None, None, None, None
 
 
+def _wavelengths_for(wavelength_m, radius_m: torch.Tensor) -> torch.Tensor:
+    """``wavelength_m`` as a CPU float64 tensor: a scalar, or 1-D ``[E]`` matching ``radius_m``'s first dim."""
+    wl = torch.as_tensor(wavelength_m, dtype=torch.float64).to("cpu")
+    if wl.ndim > 1:
+        raise ValueError(f"wavelength_m must be a scalar or 1-D [E], got shape {tuple(wl.shape)}")
+    if wl.ndim == 1 and (radius_m.ndim == 0 or radius_m.shape[0] != wl.shape[0]):
+        raise ValueError(
+            f"wavelength_m has shape {tuple(wl.shape)}; it must match radius_m's first dim "
+            f"(radius_m shape {tuple(radius_m.shape)})"
+        )
+    return wl
+
+
 @dataclass(frozen=True, repr=False, eq=False)
 class MetaAtomLibrary:
     """Frozen table of ``transmission[L, R]`` (complex128) on ``wavelengths_m[L]`` x ``radii_m[R]``.
@@ -327,14 +340,7 @@ class MetaAtomLibrary:
             r = r.clamp(self.r_min_m, self.r_max_m)
         if r.dtype not in (torch.float32, torch.float64) or (dtype == torch.float64 and r.dtype != dtype):
             r = r.to(dtype if dtype == torch.float64 else torch.float32)
-        wl = torch.as_tensor(wavelength_m, dtype=torch.float64).to("cpu")
-        if wl.ndim > 1:
-            raise ValueError(f"wavelength_m must be a scalar or 1-D [E], got shape {tuple(wl.shape)}")
-        if wl.ndim == 1 and (r.ndim == 0 or r.shape[0] != wl.shape[0]):
-            raise ValueError(
-                f"wavelength_m has shape {tuple(wl.shape)}; it must match radius_m's first dim "
-                f"(radius_m shape {tuple(r.shape)})"
-            )
+        wl = _wavelengths_for(wavelength_m, r)
         self._wavelength_index(wl)  # range check
         if wl.ndim == 0:
             wavelengths, rows = (float(wl),), None
@@ -384,14 +390,7 @@ class MetaAtomLibrary:
                 f"{rd.max().item():.4g}); parametrise radii with radius_from_latent() to stay inside"
             )
         device = r.device
-        wl = torch.as_tensor(wavelength_m, dtype=torch.float64).to("cpu")
-        if wl.ndim > 1:
-            raise ValueError(f"wavelength_m must be a scalar or 1-D [E], got shape {tuple(wl.shape)}")
-        if wl.ndim == 1 and (r.ndim == 0 or r.shape[0] != wl.shape[0]):
-            raise ValueError(
-                f"wavelength_m has shape {tuple(wl.shape)}; it must match radius_m's first dim "
-                f"(radius_m shape {tuple(r.shape)})"
-            )
+        wl = _wavelengths_for(wavelength_m, r)
         j, w = self._wavelength_index(wl)
         # Linear in wavelength: blend the (small) spline-coefficient tables first, in float64,
         # then evaluate once in complex64 (memory-lean for millions of cells).
