@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from .frontend import find_frontend  # noqa: F401  (re-exported: evaluation.find_frontend)
+
 EVAL_MODES = ("crop", "full_psf", "full_psf_noise")
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 EVAL_COLUMNS = ("design", "eval") + METRIC_NAMES
@@ -40,14 +42,6 @@ def _metric_names() -> tuple[str, ...]:
         return tuple(METRIC_COLUMNS)
     except ImportError:
         return METRIC_NAMES
-
-
-def find_frontend(model: nn.Module):
-    """The model's ``OpticalFrontEnd`` first layer, or None for an electronic model."""
-    from .frontend import OpticalFrontEnd
-
-    fl = getattr(model, "first_layer", None)
-    return fl if isinstance(fl, OpticalFrontEnd) else None
 
 
 def hybrid_from_dko(stage1_model: nn.Module, array: nn.Module, gain: torch.Tensor | None, optics_cfg,

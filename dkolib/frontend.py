@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from .config import OpticsConfig
+from .render import crop_center
 
 MODES = ("crop", "full_psf", "full_psf_noise")
 ENGINES = ("fast", "reference")
@@ -54,16 +55,6 @@ def _optical_conv(images, psf_pos, psf_neg, gain, noise, generator):
 def _sensor_noise(optics_cfg: OpticsConfig):
     from .render import SensorNoise
     return SensorNoise(optics_cfg.photons_per_pixel, optics_cfg.read_noise_e)
-
-
-def crop_center(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Central ``k x k`` window of the last two axes, keeping the on-axis pixel ``W // 2`` central
-    (pixels ``W//2 - k//2 .. W//2 + k//2``; the pixel-centre convention of ``dkolib.psf``)."""
-    h, w = x.shape[-2:]
-    if k > h or k > w or k < 1:
-        raise ValueError(f"cannot crop a centred {k}x{k} window from {h}x{w}")
-    t, l = h // 2 - k // 2, w // 2 - k // 2
-    return x[..., t:t + k, l:l + k]
 
 
 class OpticalFrontEnd(nn.Module):
@@ -225,3 +216,9 @@ def make_hybrid(model: nn.Module, array: nn.Module, optics_cfg: OpticsConfig, mo
                          gain=gain, trainable_gain=trainable_gain, cache_psf=cache_psf)
     hybrid.replace_first_layer(fe)
     return hybrid
+
+
+def find_frontend(model: nn.Module) -> "OpticalFrontEnd | None":
+    """The model's :class:`OpticalFrontEnd` first layer, or None for an electronic model."""
+    first = getattr(model, "first_layer", None)
+    return first if isinstance(first, OpticalFrontEnd) else None

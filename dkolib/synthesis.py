@@ -39,26 +39,9 @@ import torch
 import torch.nn as nn
 
 from .io import save_torch, write_csv
+from .render import crop_center
 
 # ----------------------------------------------------------------- windows
-
-
-def _fallback_crop_center(psf: torch.Tensor, k: int) -> torch.Tensor:
-    """Central ``k x k`` crop; the axis pixel of a W-window is index ``W // 2``."""
-    w = psf.shape[-1]
-    start = w // 2 - k // 2
-    return psf[..., start:start + k, start:start + k]
-
-
-def crop_center(psf: torch.Tensor, k: int) -> torch.Tensor:
-    """Central ``k x k`` crop of ``psf [..., W, W]`` (``dkolib.render.crop_center`` if available)."""
-    if psf.shape[-1] < k or psf.shape[-2] < k:
-        raise ValueError(f"cannot crop {k} x {k} from a window of shape {tuple(psf.shape[-2:])}")
-    try:
-        from .render import crop_center as _cc
-    except ImportError:
-        _cc = _fallback_crop_center
-    return _cc(psf, k)
 
 
 def _crop_indices(window_px: int, k: int) -> torch.Tensor:

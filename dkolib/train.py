@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from .budget import BudgetMeter
 from .config import Config
-from .frontend import OpticalFrontEnd, make_hybrid
+from .frontend import OpticalFrontEnd, find_frontend, make_hybrid
 from .io import save_torch, seed_everything, set_threads, write_csv
 from .model import DepthNet, depth_to_disp, disp_to_depth
 
@@ -229,14 +229,9 @@ def _restore_modes(model: nn.Module, modes: dict) -> None:
             m.training = modes[name]
 
 
-def _find_frontend(model: nn.Module) -> OpticalFrontEnd | None:
-    fl = getattr(model, "first_layer", None)
-    return fl if isinstance(fl, OpticalFrontEnd) else None
-
-
 def _forward_backward(model: nn.Module, batch: dict, loss_fn: Callable, leaf: torch.Tensor | None):
     """``loss_fn(model, batch).backward()`` with ``leaf`` (if given) injected as the front end's PSFs."""
-    fe = _find_frontend(model)
+    fe = find_frontend(model)
     ctx = fe.injected_psf(leaf) if (leaf is not None and fe is not None) else nullcontext()
     with ctx:
         loss = loss_fn(model, batch)
@@ -254,12 +249,10 @@ def _measure_step_flops(model: nn.Module, batch: dict, loss_fn: Callable, fronte
     shadow = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         leaf = None
-        fe = _find_frontend(shadow)
+        fe = find_frontend(shadow)
         if fe is not None and not fe.optics_frozen():
             leaf = fe.compute_psf().detach().requires_grad_(True)
-        flops = budget.measure_flops(key, lambda: _forward_backward(shadow, batch, loss_fn, leaf))
-    del shadow
-    return flops
+        return budget.measure_flops(key, lambda: _forward_backward(shadow, batch, loss_fn, leaf))
 
 
 def _lr_factor(step: int, decay_step: int | None, factor: float) -> float:
@@ -318,7 +311,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, decay_step, lr_decay_factor))
     sampler = BatchSampler(len(dataset), batch_size, seed)
-    frontend = _find_frontend(model)
+    frontend = find_frontend(model)
 
     history: list[dict] = []
     start = 0
@@ -466,7 +459,7 @@ def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = Fals
     """
     modes = _train_modes(model)
     model.eval()
-    fe = _find_frontend(model)
+    fe = find_frontend(model)
     old_gen = fe.generator if fe is not None else None
     if fe is not None:
         fe.generator = torch.Generator(device=model_device(model)).manual_seed(noise_seed)
@@ -641,7 +634,7 @@ def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: 
     lr ``cfg.dko.finetune_lr``, batch ``cfg.stage1.batch_size``, depth loss.
     Trains ``hybrid_model`` in place; writes ``out_dir/{log.csv, ckpt.pt, model.pt}``.
     """
-    fe = _find_frontend(hybrid_model)
+    fe = find_frontend(hybrid_model)
     if fe is None:
         raise TypeError("run_finetune needs a model whose first_layer is an OpticalFrontEnd")
     steps = cfg.dko.finetune_steps if steps is None else steps
