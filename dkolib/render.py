@@ -97,8 +97,8 @@ def _corr_direct(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
 
 def _corr_fft(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
     """FFT version of :func:`_corr_direct` (same result; cheaper for large kernels)."""
-    B, C, H, Wd = x.shape
-    G, k = w.shape[1], w.shape[-1]
+    H, Wd = x.shape[-2:]
+    k = w.shape[-1]
     a = k // 2
     # y[p] = sum_m xpad[p + m] w[m] with xpad = x shifted by a; as a linear convolution with the flipped kernel
     fh, fw = H + 2 * k, Wd + 2 * k

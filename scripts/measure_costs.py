@@ -178,7 +178,7 @@ def _plan(size: str, device: str) -> list[dict]:
     return plans
 
 
-def measure(sizes, device: str, threads: int) -> "pd.DataFrame":
+def measure(sizes, device: str, threads: int):
     import pandas as pd
 
     rows = []

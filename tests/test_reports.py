@@ -1,7 +1,6 @@
 """Tables the notebooks show."""
 
 import numpy as np
-import pandas as pd
 import torch
 
 from dkolib.data import DepthDataset

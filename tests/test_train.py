@@ -1,6 +1,5 @@
 """Training loop: loss, overfitting, bit-identical resume, budget accounting and limits."""
 
-import copy
 
 import pandas as pd
 import pytest
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from dkolib import frontend, train
 from dkolib.budget import BudgetMeter
 from dkolib.config import ModelConfig, OpticsConfig, load_config
-from dkolib.frontend import OpticalFrontEnd, make_hybrid
+from dkolib.frontend import make_hybrid
 from dkolib.model import DepthNet, depth_to_disp
 from dkolib.train import (BatchSampler, constant_predictor, depth_loss, evaluate, predict_depth, train_loop,
                           training_median_depth)
@@ -203,7 +202,6 @@ class _FakeArray(nn.Module):
 
 def test_trainable_optics_step_matches_unsplit_gradient_and_charges_psf_flops(tmp_path, monkeypatch):
     """train_loop splits the PSF simulation out of the counted graph; the update must be the same."""
-    matmul_psf = torch.rand(24, 7, 7)
 
     def fake_psf(array, optics_cfg, window_px, engine):  # contains a matmul, like the fast engine
         return (array.psf_param.flatten(1) @ torch.eye(49)).view(-1, 7, 7) * 0.01
