@@ -7,6 +7,8 @@
 # Timed jobs (anything whose wall-clock time is a result) declare the CPU
 # threads they use as the resource `cpu_slots`; profiles/default caps the sum
 # at the machine's cores, so a timed job never shares a core with another job.
+# The main chain (stage 1 -> DKO / E2E -> evaluation) has priority, so that it
+# runs beside the equal-budget jobs instead of after them.
 
 from dkolib.config import load_config
 
@@ -91,6 +93,7 @@ rule data:
 
 
 rule stage1:
+    priority: 10
     input:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
@@ -105,6 +108,7 @@ rule stage1:
 
 # ---------------------------------------------------------------- DKO and E2E designs
 rule dko:
+    priority: 10
     input:
         f"{R}/stage1/model.pt",
     output:
@@ -121,6 +125,7 @@ rule dko:
 
 
 rule dko_finetune:
+    priority: 10
     input:
         f"{R}/dko/model.pt",
     output:
@@ -135,6 +140,7 @@ rule dko_finetune:
 
 
 rule e2e:
+    priority: 10
     input:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
@@ -149,6 +155,7 @@ rule e2e:
 
 
 rule physical_eval:
+    priority: 10
     input:
         stage1=f"{R}/stage1/model.pt",
         dko=f"{R}/dko/model.pt",

@@ -120,6 +120,9 @@ class BudgetConfig:
     engines: tuple = ("fast", "reference")
     lr_grid: tuple = (0.5, 1.0, 2.0)
     """Learning-rate multipliers searched identically for every method."""
+    lr_search: str = field(default="first_seed", metadata=_range(choices=("first_seed", "every_seed")))
+    """Where the multiplier is selected: on the first seed with the fast engine, then reused by the
+    other seeds and the reference engine (``first_seed``), or by every job for itself (``every_seed``)."""
     stage1_steps: int = field(default=150, metadata=_range(1, 10_000_000))
     """Stage-1 steps of the reference DKO run that defines the budget unit C_ref."""
     dko_steps: int = field(default=30, metadata=_range(1, 10_000_000))

@@ -54,9 +54,15 @@ Learning rates
   stage 1 (``stage1.lr``, shared by electronic / dko / dko_ft / e2e_warm and selected
   at the end of the reference stage 1), DKO (``dko.lr``), DKO-FT (``dko.lr`` and
   ``dko.finetune_lr``), E2E (``e2e.lr_net`` and ``e2e.lr_optics``). The multiplier is
-  chosen per seed on the VALIDATION split (crop evaluation, AbsRel) at the reference
-  budget (fraction 1.0 on the first budget axis); only the chosen run is continued to
-  larger budgets and reported, on the TEST split.
+  chosen on the VALIDATION split (crop evaluation, AbsRel) at the reference budget
+  (fraction 1.0 on the first budget axis); only the chosen run is continued to larger
+  budgets and reported, on the TEST split. With ``budget.lr_search: first_seed`` the
+  search runs once per method, on the first of ``budget.seeds`` with the fast engine, and
+  every other seed and the reference engine reuse that multiplier (:func:`lr_source`):
+  the search then costs the same for every method and is not repeated per seed. The
+  two engines compute the same PSFs (to ~5e-4), so the rate that suits one suits the
+  other; only their costs differ. With ``every_seed`` each job searches for itself.
+  Selection cost is not charged to any budget.
 
 Evaluation
   Every design at every budget: ``eval='crop'`` (idealised k x k kernel) and
@@ -131,6 +137,12 @@ class Settings:
     eval_items: int | None
     noise_eval: bool
     calib_steps: int
+    lr_search: str = "first_seed"
+
+    @property
+    def lr_search_seed(self) -> int:
+        """The seed on which learning rates are selected when ``lr_search == 'first_seed'``."""
+        return self.seeds[0]
 
     @property
     def ref_fraction(self) -> float:
@@ -151,13 +163,54 @@ def settings_from_config(cfg) -> Settings:
     if any(not m > 0 for m in lr_grid):
         raise ValueError(f"budget.lr_grid must be positive multipliers, got {b.lr_grid}")
     eval_items = getattr(b, "eval_items", None)
+    lr_search = str(getattr(b, "lr_search", "first_seed"))
+    if lr_search not in ("first_seed", "every_seed"):
+        raise ValueError(f"budget.lr_search must be 'first_seed' or 'every_seed', got {lr_search!r}")
+    if not b.seeds:
+        raise ValueError("budget.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
     return Settings(
         fractions=fractions, seeds=tuple(int(s) for s in b.seeds), engines=tuple(b.engines), lr_grid=lr_grid,
         axes=axes, stage1_steps=int(getattr(b, "stage1_steps", cfg.stage1.steps)),
         dko_steps=int(getattr(b, "dko_steps", cfg.dko.steps)),
         finetune_steps=int(getattr(b, "finetune_steps", cfg.dko.finetune_steps)),
         eval_items=None if eval_items in (None, 0) else int(eval_items),
-        noise_eval=bool(getattr(b, "noise_eval", False)), calib_steps=int(getattr(b, "calib_steps", 3)))
+        noise_eval=bool(getattr(b, "noise_eval", False)), calib_steps=int(getattr(b, "calib_steps", 3)),
+        lr_search=lr_search)
+
+
+def lr_source(settings: Settings, method: str, engine: str | None, seed: int) -> tuple | None:
+    """The job whose selected lr multiplier this job reuses, as ``(method, engine, seed)``; None = search here.
+
+    ``electronic`` trains nothing of its own (it evaluates stage-1 snapshots): always None.
+    The stage-1 job of the search seed searches; the other seeds reuse it (engine None).
+    """
+    if method == "electronic" or settings.lr_search == "every_seed":
+        return None
+    first = settings.lr_search_seed
+    if method == "stage1":
+        return None if seed == first else ("stage1", None, first)
+    if seed == first and engine == "fast":
+        return None
+    return (method, "fast", first)
+
+
+def chosen_lr_mult(table: pd.DataFrame | str | Path) -> float:
+    """The lr multiplier a finished job selected, from its output table (or CSV path).
+
+    A stage-1 job's table is its lr search (``chosen`` column); a method job's table has
+    one ``lr_mult`` throughout.
+    """
+    name = str(table) if isinstance(table, (str, Path)) else "the job's table"
+    df = pd.read_csv(table) if isinstance(table, (str, Path)) else table
+    if "lr_mult" not in df.columns or df.empty:
+        raise BudgetProtocolError(f"{name} has no lr_mult rows: it is not a finished job of the experiment "
+                                  f"(rerun the job it comes from)")
+    if "chosen" in df.columns:
+        df = df[df["chosen"].astype(bool)]
+    mults = sorted(set(float(m) for m in df["lr_mult"]))
+    if len(mults) != 1:
+        raise BudgetProtocolError(f"{name} does not name one selected lr multiplier (found {mults})")
+    return mults[0]
 
 
 # =========================================================================== targets
@@ -498,6 +551,12 @@ class JobContext:
     stage1_dir: Path
     work: Path
     progress: bool = True
+    lr_mult: float | None = None
+    """A multiplier selected by another job (see :func:`lr_source`); None = search ``lr_grid`` here."""
+
+    @property
+    def lr_grid(self) -> tuple:
+        return self.settings.lr_grid if self.lr_mult is None else (float(self.lr_mult),)
 
     def dataset(self, split: str, flip: bool = False):
         from .data import get_dataset
@@ -543,7 +602,7 @@ def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
         return model, man
 
     rows = []
-    for mult in st.lr_grid:
+    for mult in ctx.lr_grid:
         model, man = run(mult, ref.key)
         model.load_state_dict(load_snapshot(root / f"lr_{mult:g}", man[ref.key])["state_dict"])
         val = _val_abs_rel(model, val_set, cfg, st)
@@ -554,7 +613,7 @@ def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
     best = float(table.sort_values(["val_abs_rel", "lr_mult"]).iloc[0]["lr_mult"])
     table["chosen"] = table["lr_mult"] == best
     run(best, None)  # continue the chosen run to the largest budget
-    for mult in st.lr_grid:  # other multipliers are not needed beyond the selection: drop their snapshots
+    for mult in ctx.lr_grid:  # other multipliers are not needed beyond the selection: drop their snapshots
         if mult != best:  # (but keep the reference one, so that a rerun of this job can redo the selection)
             keep = runs[mult][ref.key]["file"]
             for f in (root / f"lr_{mult:g}").glob("snap_*.pt"):
@@ -579,7 +638,7 @@ def load_stage1(stage1_dir: Path, settings: Settings, seed: int, engine: str) ->
     mine = dataclasses.asdict(settings)
     theirs = info["settings"]
     diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps",
-                                                   "lr_grid") if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
+                                                   "lr_grid", "lr_search") if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
     if diff:
         raise BudgetProtocolError(f"{p} was made with other budget settings {diff}; rerun the stage-1 job")
     if engine not in info["budgets"]["engines"]:
@@ -659,7 +718,7 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
 
     ref_frac, ref_axis = st.ref_fraction, st.axes[0]
     search = []
-    for mult in st.lr_grid:
+    for mult in ctx.lr_grid:
         model, _, _ = design(ref_frac, ref_axis, mult)
         if model is None:
             raise BudgetProtocolError(f"{method} cannot fit the reference budget (fraction {ref_frac}) for "
@@ -751,7 +810,7 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
         return model.eval()
 
     search = []
-    for mult in st.lr_grid:
+    for mult in ctx.lr_grid:
         model, man = run(mult, ref_key)
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(snapshot_model(model, mult, man, ref_key),
                                                                     val, cfg, st)})

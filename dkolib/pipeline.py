@@ -192,19 +192,25 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
     runs_path, summary_path = paths.results / "equal_budget.csv", paths.results / "equal_budget_summary.csv"
     if not (runs_path.exists() and summary_path.exists()):
         settings = eb.settings_from_config(cfg)
-        frames = []
-        for seed in settings.seeds:
+        frames, selected = [], {}  # selected: method -> lr multiplier chosen on the search seed
+        for seed in settings.seeds:  # the search seed (the first) runs first
             seed_cfg = cfg.replace({"seed": seed, "threads": 1})
             stage1_dir = paths.equal_budget / f"stage1_{seed}"
 
-            def context(work: Path) -> eb.JobContext:
-                return eb.JobContext(cfg=seed_cfg, settings=settings, seed=seed, cache_dir=paths.data_cache,
-                                     stage1_dir=stage1_dir, work=work, progress=progress)
+            def run(method: str, engine: str | None, work: Path) -> pd.DataFrame:
+                reuse = eb.lr_source(settings, method, engine, seed) is not None
+                ctx = eb.JobContext(cfg=seed_cfg, settings=settings, seed=seed, cache_dir=paths.data_cache,
+                                    stage1_dir=stage1_dir, work=work, progress=progress,
+                                    lr_mult=selected.get(method) if reuse else None)
+                out = eb.run_job(method, ctx, engine)
+                if not reuse and method != "electronic" and not out.empty:
+                    selected[method] = eb.chosen_lr_mult(out)
+                return out
 
-            eb.run_job("stage1", context(stage1_dir))
+            run("stage1", None, stage1_dir)
             for method, engine in equal_budget_jobs(cfg):
                 work = paths.equal_budget / f"{method}_{engine}_{seed}.work"
-                frames.append(eb.run_job(method, context(work), engine))
+                frames.append(run(method, engine, work))
                 eb.cleanup_snapshots(work)
         runs = eb.combine(frames)
         write_csv(runs, runs_path)

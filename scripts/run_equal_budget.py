@@ -13,7 +13,9 @@ Methods: ``stage1`` (calibration, reference costs, stage-1 lr search, stage-1 sn
 ``e2e_warm`` (their ``--out`` is the per-job results table, columns
 ``dkolib.equal_budget.COLUMNS``). Every job runs with ``--threads`` torch threads (default 1),
 writes its CSV atomically and resumes from its work folder (``--work``, default
-``<out without .csv>.work``) if interrupted. ``--set key=value`` applies config overrides
+``<out without .csv>.work``) if interrupted. With ``budget.lr_search: first_seed`` the jobs
+of the other seeds (and of the reference engine) take ``--lr-from`` the CSV of the job that
+selected the learning rate (the stage-1 or fast-engine job of the first seed). ``--set key=value`` applies config overrides
 (the same ones must be given to the stage-1 job and to every method job of a seed).
 """
 
@@ -51,6 +53,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-items", type=int, default=None,
                     help="evaluate on the first N val/test images (default budget.eval_items, else all)")
+    ap.add_argument("--lr-from", type=Path, default=None,
+                    help="output CSV of the job whose selected lr multiplier this job reuses "
+                         "(budget.lr_search: first_seed; see dkolib.equal_budget.lr_source)")
     ap.add_argument("--keep-snapshots", action="store_true", help="keep method snapshots after evaluation")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--no-progress", action="store_true")
@@ -70,8 +75,21 @@ def main(argv=None):
     work = args.work or args.out.with_suffix(".work")
     if args.method == "stage1":
         work = stage1_dir
+    source = eb.lr_source(settings, args.method, args.engine, args.seed)
+    lr_mult = None
+    if source is not None:
+        m, g, s = source
+        if args.lr_from is None:
+            ap.error(f"--lr-from is required: with budget.lr_search=first_seed this job reuses the lr multiplier "
+                     f"selected by the {m} job{'' if g is None else f' (engine {g})'} of seed {s}; pass its output CSV")
+        if not args.lr_from.exists():
+            ap.error(f"--lr-from {args.lr_from} does not exist: run the {m} job of seed {s} first")
+        lr_mult = eb.chosen_lr_mult(args.lr_from)
+    elif args.lr_from is not None:
+        ap.error(f"--lr-from given, but this job selects its own learning rate (budget.lr_search="
+                 f"{settings.lr_search}, seed {args.seed}, engine {args.engine}): drop --lr-from")
     ctx = eb.JobContext(cfg=cfg, settings=settings, seed=args.seed, cache_dir=args.cache_dir or paths.data_cache,
-                        stage1_dir=stage1_dir, work=work, progress=not args.no_progress)
+                        stage1_dir=stage1_dir, work=work, progress=not args.no_progress, lr_mult=lr_mult)
     t0, c0 = time.perf_counter(), time.process_time()
     frame = eb.run_job(args.method, ctx, args.engine)
     write_csv(frame, args.out)

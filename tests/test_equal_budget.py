@@ -175,16 +175,63 @@ def test_missing_column_is_an_error():
         eb.summarize(_fake_table([0]).drop(columns=["abs_rel"]))
 
 
+# ----------------------------------------------------------------------------- learning-rate selection
+def test_lr_source_first_seed_and_every_seed():
+    st = _settings(seeds=(3, 1, 2), engines=("fast", "reference"), lr_grid=(0.5, 1.0, 2.0))
+    assert st.lr_search == "first_seed" and st.lr_search_seed == 3
+    assert eb.lr_source(st, "stage1", None, 3) is None
+    assert eb.lr_source(st, "stage1", None, 1) == ("stage1", None, 3)
+    assert eb.lr_source(st, "dko", "fast", 3) is None
+    assert eb.lr_source(st, "dko", "reference", 3) == ("dko", "fast", 3)
+    assert eb.lr_source(st, "e2e_warm", "fast", 2) == ("e2e_warm", "fast", 3)
+    assert eb.lr_source(st, "electronic", "reference", 2) is None  # trains nothing of its own
+    every = _settings(seeds=(3, 1), lr_search="every_seed")
+    assert all(eb.lr_source(every, m, "reference", 1) is None for m in ("stage1", "dko", "e2e_scratch"))
+
+
+def test_chosen_lr_mult_and_fixed_grid(tmp_path):
+    search = pd.DataFrame({"lr_mult": [0.5, 1.0, 2.0], "val_abs_rel": [0.3, 0.2, 0.4],
+                           "chosen": [False, True, False]})
+    assert eb.chosen_lr_mult(search) == 1.0
+    path = tmp_path / "job.csv"
+    pd.DataFrame({"lr_mult": [2.0, 2.0], "abs_rel": [0.1, 0.2]}).to_csv(path, index=False)
+    assert eb.chosen_lr_mult(path) == 2.0
+    with pytest.raises(eb.BudgetProtocolError, match="does not name one"):
+        eb.chosen_lr_mult(pd.DataFrame({"lr_mult": [0.5, 1.0]}))
+    with pytest.raises(eb.BudgetProtocolError, match="no lr_mult rows"):
+        eb.chosen_lr_mult(pd.DataFrame({"lr_mult": []}))
+    st = _settings(lr_grid=(0.5, 1.0, 2.0))
+    ctx = eb.JobContext(cfg=None, settings=st, seed=0, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path)
+    assert ctx.lr_grid == (0.5, 1.0, 2.0)
+    assert eb.JobContext(cfg=None, settings=st, seed=1, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path,
+                         lr_mult=2.0).lr_grid == (2.0,)
+
+
+def test_settings_reject_bad_lr_search():
+    from dkolib.config import load_config
+
+    cfg = load_config("smoke")
+    assert eb.settings_from_config(cfg).lr_search == "first_seed"
+    with pytest.raises(ValueError, match="lr_search"):
+        load_config("smoke", {"budget.lr_search": "sometimes"})
+
+
 # ----------------------------------------------------------------------------- the smoke pipeline
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def _script(name: str):
+    """Import ``scripts/<name>.py`` as a module."""
     import importlib.util
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("run_eb", root / "scripts" / "run_equal_budget.py")
-    run_eb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_eb)
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_eb = _script("run_equal_budget")
     tmp = tmp_path_factory.mktemp("eb")
     common = ["--profile", "smoke", "--seed", "0", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
               "--no-progress", "--set", "budget.engines=[fast]"]
@@ -232,16 +279,10 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
 
 
 def test_summarize_script_and_plots(smoke_run, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     import matplotlib.pyplot as plt
 
     tmp, outs = smoke_run
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("sum_eb", root / "scripts" / "summarize_equal_budget.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("summarize_equal_budget")
     df, _summary, _ = mod.main(["--inputs", *map(str, outs), str(tmp / "stage1_0.csv"), "--out", str(tmp_path / "eb.csv"),
                             "--summary", str(tmp_path / "summ.csv"), "--n-boot", "50"])
     assert list(pd.read_csv(tmp_path / "eb.csv").columns) == list(eb.COLUMNS)
@@ -256,3 +297,16 @@ def test_summarize_script_and_plots(smoke_run, tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="budget_s"):
         eb.plot_accuracy_vs_budget(df, x="steps")
+
+
+def test_reused_lr_requires_lr_from(smoke_run, tmp_path):
+    tmp, _ = smoke_run
+    run_eb = _script("run_equal_budget")
+    common = ["--profile", "smoke", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
+              "--no-progress", "--set", "budget.seeds=[0,1]"]
+    with pytest.raises(SystemExit):  # seed 1 reuses seed 0's stage-1 rate
+        run_eb.main(["--method", "stage1", "--seed", "1", "--out", str(tmp_path / "s.csv")] + common)
+    with pytest.raises(SystemExit):  # seed 0, fast engine: selects its own rate
+        run_eb.main(["--method", "dko", "--engine", "fast", "--seed", "0", "--out", str(tmp_path / "d.csv"),
+                     "--lr-from", str(tmp / "dko_fast_0.csv")] + common)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "d.csv").exists()

@@ -28,3 +28,23 @@ def test_dry_run_rejects_unknown_profile():
                              "profile=nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "unknown profile 'nonsense'" in result.stdout + result.stderr
+
+
+def test_lr_is_selected_on_the_first_seed_and_reused():
+    """budget.lr_search=first_seed: later seeds and the reference engine take --lr-from the search job."""
+    exe = shutil.which("snakemake") or "snakemake"
+    eb = "results/default/equal_budget"
+    result = subprocess.run([exe, f"{eb}/dko_reference_1.csv", f"{eb}/e2e_scratch_fast_2.csv", "-n", "-p",
+                             "--forceall", "--cores", "4", "--config", "profile=default"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    commands = {}
+    for line in result.stdout.splitlines():
+        if "run_equal_budget.py" in line:
+            out = line.split("--out ")[1].split()[0]
+            commands[Path(out).name] = line
+    assert "--lr-from" not in commands["stage1_0.csv"]
+    assert "--lr-from" not in commands["dko_fast_0.csv"] and "--lr-from" not in commands["e2e_scratch_fast_0.csv"]
+    assert f"--lr-from {eb}/stage1_0.csv" in commands["stage1_1.csv"]
+    assert f"--lr-from {eb}/dko_fast_0.csv" in commands["dko_reference_1.csv"]
+    assert f"--lr-from {eb}/e2e_scratch_fast_0.csv" in commands["e2e_scratch_fast_2.csv"]

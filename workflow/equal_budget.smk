@@ -4,7 +4,7 @@
 # then the summary. Every job holds one cpu_slot, so at most as many timed jobs
 # run as there are cores.
 
-from dkolib.equal_budget import METHODS
+from dkolib.equal_budget import METHODS, lr_source, settings_from_config
 from dkolib.pipeline import equal_budget_jobs
 
 EB = f"{R}/equal_budget"
@@ -12,27 +12,49 @@ EB_SEEDS = [str(s) for s in CFG.budget.seeds]
 EB_METHODS = list(METHODS)
 EB_JOBS = equal_budget_jobs(CFG)  # (method, engine) pairs, see dkolib.pipeline
 EB_OUTPUTS = [f"{EB}/{m}_{g}_{s}.csv" for (m, g) in EB_JOBS for s in EB_SEEDS]
+EB_SETTINGS = settings_from_config(CFG)
+
+
+def eb_lr_from(method, engine, seed):
+    """{'lr': CSV of the job whose selected lr multiplier this job reuses}, or {} (it searches itself)."""
+    src = lr_source(EB_SETTINGS, method, engine, int(seed))
+    if src is None:
+        return {}
+    m, g, s = src
+    return {"lr": f"{EB}/stage1_{s}.csv" if m == "stage1" else f"{EB}/{m}_{g}_{s}.csv"}
+
+
+def eb_lr_arg(wildcards, input):
+    return f"--lr-from {input.lr}" if hasattr(input, "lr") else ""
+
 
 
 rule eb_stage1:
     input:
-        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+        unpack(lambda w: eb_lr_from("stage1", None, w.seed)),
+        data=expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
         f"{EB}/stage1_{{seed}}.csv",
+    params:
+        lr_from=eb_lr_arg,
     wildcard_constraints:
         seed=r"\d+",
     resources:
         cpu_slots=1,
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method stage1 --seed {{wildcards.seed}} "
-        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output}} --threads 1 --no-progress"
+        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output}} --threads 1 --no-progress "
+        "{params.lr_from}"
 
 
 rule eb_method:
     input:
-        f"{EB}/stage1_{{seed}}.csv",
+        unpack(lambda w: eb_lr_from(w.method, w.engine, w.seed)),
+        stage1=f"{EB}/stage1_{{seed}}.csv",
     output:
         f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
+    params:
+        lr_from=eb_lr_arg,
     wildcard_constraints:
         method="|".join(EB_METHODS),
         engine="fast|reference",
@@ -42,7 +64,7 @@ rule eb_method:
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
         f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
-        f"--out {{output}} --threads 1 --no-progress"
+        f"--out {{output}} --threads 1 --no-progress {{params.lr_from}}"
 
 
 rule eb_summary:
