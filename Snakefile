@@ -23,6 +23,19 @@ NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_b
 SPLITS = ["train", "val", "test"]
 
 
+def cfg_hash(*sections):
+    """Digest of the config sections a rule depends on: editing them reruns the rule."""
+    import hashlib
+    import json
+
+    d = CFG.to_dict()
+    return hashlib.sha1(json.dumps({k: d[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+NET = ("seed", "threads", "data", "model", "stage1")
+OPT = NET + ("optics", "dko", "e2e")
+
+
 wildcard_constraints:
     nb=r"\d\d_[a-z0-9_]+",
 
@@ -84,6 +97,8 @@ rule costs:
 
 # ---------------------------------------------------------------- data and stage 1
 rule data:
+    params:
+        config=cfg_hash("data"),
     output:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     resources:
@@ -94,6 +109,8 @@ rule data:
 
 rule stage1:
     priority: 10
+    params:
+        config=cfg_hash(*NET),
     input:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
@@ -109,6 +126,8 @@ rule stage1:
 # ---------------------------------------------------------------- DKO and E2E designs
 rule dko:
     priority: 10
+    params:
+        config=cfg_hash(*OPT),
     input:
         f"{R}/stage1/model.pt",
     output:
@@ -126,6 +145,8 @@ rule dko:
 
 rule dko_finetune:
     priority: 10
+    params:
+        config=cfg_hash(*OPT),
     input:
         f"{R}/dko/model.pt",
     output:
@@ -139,8 +160,27 @@ rule dko_finetune:
         f"--quiet --set threads={{threads}}"
 
 
+rule dko_finetune_psf:
+    priority: 10
+    params:
+        config=cfg_hash(*OPT),
+    input:
+        f"{R}/dko/model.pt",
+    output:
+        model=f"{R}/dko_finetune_psf/model.pt",
+        log=f"{R}/dko_finetune_psf/log.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    shell:
+        f"python scripts/finetune_dko.py --profile {PROFILE} --dko {{input}} --out {R}/dko_finetune_psf "
+        f"--mode full_psf --quiet --set threads={{threads}}"
+
+
 rule e2e:
     priority: 10
+    params:
+        config=cfg_hash(*OPT),
     input:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
@@ -156,10 +196,13 @@ rule e2e:
 
 rule physical_eval:
     priority: 10
+    params:
+        config=cfg_hash(*OPT),
     input:
         stage1=f"{R}/stage1/model.pt",
         dko=f"{R}/dko/model.pt",
         dko_ft=f"{R}/dko_finetune/model.pt",
+        dko_ft_psf=f"{R}/dko_finetune_psf/model.pt",
         e2e=f"{R}/e2e/model.pt",
     output:
         f"{R}/physical_eval.csv",
@@ -168,7 +211,8 @@ rule physical_eval:
         cpu_slots=T,
     shell:
         f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
-        "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} e2e={input.e2e}"
+        "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} "
+        "dko_finetune_psf={input.dko_ft_psf} e2e={input.e2e}"
 
 
 # ---------------------------------------------------------------- equal-budget experiment

@@ -52,6 +52,11 @@ class ProfilePaths:
         return self.results / "dko_finetune"
 
     @property
+    def dko_finetune_psf(self) -> Path:
+        """DKO fine-tuned on sensor images rendered with the whole PSF (not the k x k crop)."""
+        return self.results / "dko_finetune_psf"
+
+    @property
     def e2e(self) -> Path:
         return self.results / "e2e"
 

@@ -75,15 +75,33 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     return frame
 
 
-def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True):
-    """Fine-tune the DKO hybrid's back end (optics frozen); the budget continues stage 1 + 2."""
+def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True, mode: str = "crop"):
+    """Fine-tune the DKO hybrid's back end (optics frozen); the budget continues stage 1 + 2.
+
+    ``mode`` is the front end the back end learns to read: ``'crop'`` (the paper's idealised
+    k x k kernel) or ``'full_psf'`` / ``'full_psf_noise'`` (the sensor image rendered with
+    the whole PSF window, with noise), i.e. what the camera actually delivers. The saved
+    model is the same kind of hybrid in every case; evaluation picks the mode.
+    """
+    from .evaluation import EVAL_MODES, front_end_mode
+
+    if mode not in EVAL_MODES:
+        raise ValueError(f"fine-tune mode must be one of {EVAL_MODES}, got {mode!r}")
     hybrid = load_design(dko_model_path, cfg)
     budget = BudgetMeter()
     stored = torch.load(dko_model_path, map_location="cpu", weights_only=False).get("budget")
     if stored:
         budget.load_state_dict(stored)
-    return run_finetune(hybrid, cfg, out_dir, ProfilePaths(cfg.profile).data_cache, budget=budget,
-                        progress=progress)
+
+    def tune(model):
+        return run_finetune(model, cfg, out_dir, ProfilePaths(cfg.profile).data_cache, budget=budget,
+                            progress=progress)
+
+    if mode == "crop":
+        return tune(hybrid)
+    with front_end_mode(hybrid, mode):  # the back end is shared, so it keeps what it learns
+        tune(hybrid)
+    return hybrid
 
 
 def ensure_dko(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
@@ -114,10 +132,20 @@ def ensure_dko_finetune(cfg: Config, paths: ProfilePaths | None = None, progress
     return paths.dko_finetune
 
 
+def ensure_dko_finetune_psf(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
+    """The DKO hybrid fine-tuned on full-PSF sensor images (DKO and the fine-tune run if missing)."""
+    paths = paths or ProfilePaths(cfg.profile)
+    if not (paths.dko_finetune_psf / "model.pt").exists():
+        ensure_dko(cfg, paths, progress=progress)
+        finetune_dko(cfg, paths.dko / "model.pt", paths.dko_finetune_psf, progress=progress, mode="full_psf")
+    return paths.dko_finetune_psf
+
+
 def design_paths(paths: ProfilePaths) -> dict[str, Path]:
     """The designs the physical evaluation compares, name -> checkpoint."""
     return {"electronic": paths.stage1 / "model.pt", "dko": paths.dko / "model.pt",
-            "dko_finetune": paths.dko_finetune / "model.pt", "e2e": paths.e2e / "model.pt"}
+            "dko_finetune": paths.dko_finetune / "model.pt",
+            "dko_finetune_psf": paths.dko_finetune_psf / "model.pt", "e2e": paths.e2e / "model.pt"}
 
 
 def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test", seed: int = 0,
@@ -150,6 +178,7 @@ def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progres
     if not out.exists():
         ensure_stage1(cfg, paths, progress=progress)
         ensure_dko_finetune(cfg, paths, progress=progress)
+        ensure_dko_finetune_psf(cfg, paths, progress=progress)
         ensure_e2e(cfg, paths, progress=progress)
         write_csv(evaluate_designs(cfg, design_paths(paths)), out)
     return pd.read_csv(out)

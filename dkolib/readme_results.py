@@ -100,6 +100,9 @@ def physical_section(paths: ProfilePaths) -> str:
         return ""
     pivot = phys.pivot_table(index="design", columns="eval", values="abs_rel").reset_index()
     return ("### Idealised versus physical evaluation (`physical_eval.csv`, AbsRel, test split)\n\n"
+            "`crop`: the idealised k x k kernel; `full_psf`: the sensor image rendered with the whole PSF "
+            "window; `full_psf_noise`: plus shot and read noise. `dko_finetune` fine-tunes the back end on "
+            "the crop kernel (as the paper does), `dko_finetune_psf` on full-PSF sensor images.\n\n"
             + _table(pivot) + "\n")
 
 

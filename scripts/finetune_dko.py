@@ -8,6 +8,10 @@ Loads the DKO hybrid written by ``scripts/run_dko.py`` (its budget meter holds
 stage 1 + stage 2), fine-tunes for ``dko.finetune_steps`` steps at
 ``dko.finetune_lr`` and writes ``<out>/model.pt`` (budget: stage 1 + stage 2 +
 fine-tune), ``<out>/log.csv`` and ``<out>/ckpt.pt`` (resumable).
+
+``--mode full_psf`` fine-tunes on the sensor images the camera actually delivers (the
+whole PSF window rendered, not the k x k kernel crop the paper fine-tunes on); its
+default output folder is ``results/<profile>/dko_finetune_psf``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default")
     ap.add_argument("--dko", type=Path, default=None, help="DKO hybrid checkpoint (default: results/<profile>/dko/model.pt)")
-    ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko_finetune")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: results/<profile>/dko_finetune (crop) or dko_finetune_psf (full_psf)")
+    ap.add_argument("--mode", choices=("crop", "full_psf", "full_psf_noise"), default="crop",
+                    help="front end seen while fine-tuning (default: crop, as in the paper)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -35,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     dko_path = args.dko or paths.dko / "model.pt"
     if not dko_path.exists():
         raise SystemExit(f"{dko_path} is missing: run scripts/run_dko.py (or `snakemake dko`) first")
-    out = args.out or paths.dko_finetune
-    finetune_dko(cfg, dko_path, out, progress=not args.quiet)
+    out = args.out or (paths.dko_finetune if args.mode == "crop" else paths.dko_finetune_psf)
+    finetune_dko(cfg, dko_path, out, progress=not args.quiet, mode=args.mode)
     print(f"wrote {out / 'model.pt'}")
     return 0
 

@@ -37,6 +37,7 @@ rule eb_stage1:
         f"{EB}/stage1_{{seed}}.csv",
     params:
         lr_from=eb_lr_arg,
+        config=cfg_hash(*OPT, "budget"),
     wildcard_constraints:
         seed=r"\d+",
     resources:
@@ -55,6 +56,7 @@ rule eb_method:
         f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
     params:
         lr_from=eb_lr_arg,
+        config=cfg_hash(*OPT, "budget"),
     wildcard_constraints:
         method="|".join(EB_METHODS),
         engine="fast|reference",

@@ -1,0 +1,77 @@
+"""Back-end fine-tune of a DKO hybrid on the crop kernel and on full-PSF sensor images."""
+
+import pytest
+import torch
+
+from dkolib.budget import BudgetMeter
+from dkolib.config import load_config
+from dkolib.evaluation import front_end_mode, hybrid_from_dko, load_design
+from dkolib.frontend import find_frontend
+from dkolib.model import DepthNet
+from dkolib.pipeline import finetune_dko
+from dkolib.train import _build_array, psf_step_flops, save_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def dko_checkpoint(tmp_path):
+    """A DKO-like hybrid (random network, lens array) saved like scripts/run_dko.py does."""
+    cfg = load_config("smoke", {"dko.finetune_steps": 2, "stage1.eval_every": 1000, "stage1.checkpoint_every": 1000})
+    torch.manual_seed(0)
+    net = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    array = _build_array(cfg, net.conv1_channels, "lens", torch.Generator().manual_seed(0))
+    hybrid = hybrid_from_dko(net, array, torch.ones(net.conv1_channels), cfg.optics, "crop", "fast")
+    path = save_model(hybrid, tmp_path / "dko" / "model.pt", cfg, BudgetMeter(), kind="hybrid_dko")
+    return cfg, path
+
+
+def _backend(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("first_layer")}
+
+
+@pytest.mark.parametrize("mode", ["crop", "full_psf"])
+def test_finetune_trains_back_end_only_in_the_requested_mode(dko_checkpoint, tmp_path, mode):
+    cfg, path = dko_checkpoint
+    before = load_design(path, cfg)
+    out = tmp_path / mode
+    finetune_dko(cfg, path, out, progress=False, mode=mode)
+    after = load_design(out / "model.pt", cfg)
+    b0, b1 = _backend(before), _backend(after)
+    assert any(not torch.equal(b0[k], b1[k]) for k in b0)  # the back end learned
+    arr0 = find_frontend(before).array.state_dict()
+    arr1 = find_frontend(after).array.state_dict()
+    assert all(torch.equal(arr0[k], arr1[k]) for k in arr0)  # the optics did not
+    # the PSFs it was charged for are those of the mode's window: k x k or the render window
+    window = cfg.optics.kernel_size if mode == "crop" else cfg.optics.render_window_px
+    n_elem = 2 * 3 * find_frontend(after).n_out
+    stored = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["budget"]
+    assert stored["flops_by"]["optics"] == pytest.approx(psf_step_flops(cfg, n_elem, window, "fast", False))
+    assert cfg.optics.render_window_px > cfg.optics.kernel_size
+
+
+def test_full_psf_finetune_fits_full_psf_images_better(dko_checkpoint, tmp_path):
+    """After the same steps on the same data, the back end tuned on full-PSF images reads them better."""
+    from dkolib.data import get_dataset
+    from dkolib.paths import ProfilePaths
+    from dkolib.train import make_depth_loss
+
+    cfg, path = dko_checkpoint
+    cfg = cfg.replace({"dko.finetune_steps": 8, "dko.finetune_lr": 3e-3})
+    for mode in ("crop", "full_psf"):
+        finetune_dko(cfg, path, tmp_path / mode, progress=False, mode=mode)
+    data = get_dataset(cfg, "train", ProfilePaths(cfg.profile).data_cache)
+    batch = {k: torch.stack([data[i][k] for i in range(8)]) for k in ("rgb", "depth_m")}
+    loss_fn = make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m)
+    losses = {}
+    for trained in ("crop", "full_psf"):
+        model = load_design(tmp_path / trained / "model.pt", cfg)
+        with front_end_mode(model, "full_psf"), torch.no_grad():
+            losses[trained] = float(loss_fn(model, batch))
+    assert losses["full_psf"] < losses["crop"], losses
