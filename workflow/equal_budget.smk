@@ -34,7 +34,8 @@ rule eb_stage1:
         unpack(lambda w: eb_lr_from("stage1", None, w.seed)),
         data=expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     output:
-        f"{EB}/stage1_{{seed}}.csv",
+        table=f"{EB}/stage1_{{seed}}.csv",
+        budgets=f"{EB}/stage1_{{seed}}/budgets.json",
     params:
         lr_from=eb_lr_arg,
         config=cfg_hash(*OPT, "budget"),
@@ -44,7 +45,7 @@ rule eb_stage1:
         cpu_slots=1,
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method stage1 --seed {{wildcards.seed}} "
-        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output}} --threads 1 --no-progress "
+        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output.table}} --threads 1 --no-progress "
         "{params.lr_from}"
 
 
@@ -52,6 +53,7 @@ rule eb_method:
     input:
         unpack(lambda w: eb_lr_from(w.method, w.engine, w.seed)),
         stage1=f"{EB}/stage1_{{seed}}.csv",
+        budgets=f"{EB}/stage1_{{seed}}/budgets.json",
     output:
         f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
     params:
