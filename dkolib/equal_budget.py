@@ -55,7 +55,8 @@ Learning rates
   at the end of the reference stage 1), DKO (``dko.lr``), DKO-FT (``dko.lr`` and
   ``dko.finetune_lr``), E2E (``e2e.lr_net`` and ``e2e.lr_optics``). The multiplier is
   chosen on the VALIDATION split (crop evaluation, AbsRel) at the reference budget
-  (fraction 1.0 on the first budget axis); only the chosen run is continued to larger
+  (fraction 1.0 on the FLOP axis, whose snapshots do not depend on the machine's speed,
+  so the choice is reproducible; else on the first axis); only the chosen run is continued to larger
   budgets and reported, on the TEST split. With ``budget.lr_search: first_seed`` the
   search runs once per method, on the first of ``budget.seeds`` with the fast engine, and
   every other seed and the reference engine reuse that multiplier (:func:`lr_source`):
@@ -143,6 +144,12 @@ class Settings:
     def lr_search_seed(self) -> int:
         """The seed on which learning rates are selected when ``lr_search == 'first_seed'``."""
         return self.seeds[0]
+
+    @property
+    def ref_axis(self) -> str:
+        """Budget axis on which learning rates are selected: FLOPs where measured, since a
+        FLOP-budgeted snapshot does not depend on the machine's speed, so the choice repeats."""
+        return "flops" if "flops" in self.axes else self.axes[0]
 
     @property
     def ref_fraction(self) -> float:
@@ -716,7 +723,7 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
             cost = _add(cost, cft)
         return model, cost, entry["step"]
 
-    ref_frac, ref_axis = st.ref_fraction, st.axes[0]
+    ref_frac, ref_axis = st.ref_fraction, st.ref_axis
     search = []
     for mult in ctx.lr_grid:
         model, _, _ = design(ref_frac, ref_axis, mult)
@@ -785,7 +792,7 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
     targets = e2e_targets(budgets, st, engine, start)
     if not targets:
         return to_frame([])
-    ref_frac, ref_axis = st.ref_fraction, st.axes[0]
+    ref_frac, ref_axis = st.ref_fraction, st.ref_axis
     ref_key = target_key("e2e", engine, ref_axis, ref_frac)
     if ref_key not in {t.key for t in targets}:
         raise BudgetProtocolError(f"{method} has no point at the reference budget (fraction {ref_frac}): "

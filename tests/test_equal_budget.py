@@ -116,6 +116,7 @@ def test_infeasible_budgets_get_no_target():
     warm = {t.key for t in eb.e2e_targets(_budgets(), st, "fast", start)}
     assert warm == {eb.target_key("e2e", "fast", a, f) for a in ("wall", "flops") for f in (0.5, 1.0, 2.0)}
     assert st.ref_fraction == 1.0 and _settings(fractions=(0.5, 2.5)).ref_fraction == 0.5
+    assert st.ref_axis == "flops" and _settings(axes=("wall",)).ref_axis == "wall"
 
 
 # ----------------------------------------------------------------------------- summary
