@@ -91,6 +91,7 @@ import dataclasses
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
@@ -283,6 +284,15 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(work)
+    missing = sorted(k for k, e in manifest.items() if not (work / e["file"]).exists())
+    if missing and (stop_after is None or stop_after in missing):
+        # the folder's state cannot be resumed (snapshots deleted, or a manifest copied without
+        # them): the checkpoint may lie past the missing points, so the run starts over
+        warnings.warn(f"{work}: snapshots {missing} listed in {_manifest_path(work).name} are missing; "
+                      f"restarting this run from scratch", RuntimeWarning, stacklevel=2)
+        for f in [_manifest_path(work), work / "ckpt.pt", work / "log.csv", *work.glob("snap_*.pt")]:
+            f.unlink(missing_ok=True)
+        manifest = {}
     pending = [t for t in targets if t.key not in manifest]
     while pending:
         if stop_after is not None and stop_after in manifest:
@@ -835,14 +845,49 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
     return to_frame(rows)
 
 
+JOB_STAMP = "job.json"
+"""File in a job's folder naming the job and configuration its resumable state belongs to."""
+
+
+def claim_folder(folder: Path, stamp: dict) -> None:
+    """Make ``folder`` this job's: keep its state only if it was written by the same job.
+
+    A job resumes from what its folder holds (calibration, checkpoints, snapshot manifests).
+    State written under another configuration, learning rate or seed, or of unknown origin
+    (no stamp, e.g. files copied from another machine), would silently mix two runs, so the
+    folder is emptied first (with a warning) and the job starts over.
+    """
+    folder = Path(folder)
+    stamp = json.loads(json.dumps(stamp))  # tuples -> lists, as read back
+    path = folder / JOB_STAMP
+    if folder.exists() and any(folder.iterdir()):
+        old = json.loads(path.read_text()) if path.exists() else None
+        if old == stamp:
+            return
+        why = "no job stamp" if old is None else "another job or configuration"
+        warnings.warn(f"{folder} holds state of {why}: emptying it, the job starts over", RuntimeWarning,
+                      stacklevel=2)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(stamp, path)
+
+
+def job_stamp(method: str, ctx: JobContext, engine: str | None) -> dict:
+    """What a job's resumable state depends on (see :func:`claim_folder`)."""
+    cfg = ctx.cfg.to_dict() if hasattr(ctx.cfg, "to_dict") else ctx.cfg
+    return {"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
+            "settings": dataclasses.asdict(ctx.settings), "config": cfg}
+
+
 def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataFrame:
     """Dispatch one job of the experiment (``stage1`` or one of :data:`METHODS`)."""
     if method not in JOBS:
         raise ValueError(f"method must be one of {JOBS}, got {method!r}")
+    if method != "stage1" and engine not in ("fast", "reference"):
+        raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
+    claim_folder(ctx.stage1_dir if method == "stage1" else ctx.work, job_stamp(method, ctx, engine))
     if method == "stage1":
         return run_stage1_job(ctx)
-    if engine not in ("fast", "reference"):
-        raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
     if method == "electronic":
         return run_electronic_job(ctx, engine)
     if method in ("dko", "dko_ft"):

@@ -86,6 +86,48 @@ def test_snapshot_runner_resumes_without_retraining(tmp_path):
     assert man1 == man2 and (tmp_path / man2["x"]["file"]).stat().st_mtime_ns == mtime
 
 
+def test_snapshot_runner_restarts_when_snapshots_are_gone(tmp_path):
+    """A manifest whose snapshot files are missing (deleted, or copied without them) is not trusted."""
+    cfg = load_config("smoke")
+    data = _toy_dataset()
+    kw = dict(seed=0, batch_size=2, steps_cap=20, loss_fn=make_depth_loss(), weight_decay=0.0, progress=False)
+
+    def run(work, targets):
+        model = _net(cfg)
+        man = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
+                                      work=work, targets=targets, **kw)
+        return man, {k: eb.load_snapshot(work, man[k])["state_dict"] for k in man}
+
+    probe, _ = run(tmp_path / "probe", [eb.Target("x", "flops", 1.0)])  # one step
+    t = [eb.Target("x", "flops", 1.0), eb.Target("y", "flops", 3.5 * probe["x"]["flops"])]
+    man1, snaps1 = run(tmp_path / "a", t)
+    assert man1["y"]["step"] > man1["x"]["step"]
+    for f in (tmp_path / "a").glob("snap_*.pt"):
+        f.unlink()
+    with pytest.warns(RuntimeWarning, match="missing"):
+        man2, snaps2 = run(tmp_path / "a", t)
+    assert {k: e["step"] for k, e in man2.items()} == {k: e["step"] for k, e in man1.items()}
+    for k in snaps1:
+        assert all(torch.equal(v, snaps2[k][n]) for n, v in snaps1[k].items())
+
+
+def test_claim_folder_keeps_own_state_and_empties_foreign_state(tmp_path):
+    folder = tmp_path / "job"
+    stamp = {"method": "dko", "seed": 0, "settings": {"lr_grid": (0.5, 1.0)}}
+    eb.claim_folder(folder, stamp)
+    (folder / "ckpt.pt").write_text("state")
+    eb.claim_folder(folder, dict(stamp))  # same job resuming: state kept
+    assert (folder / "ckpt.pt").exists()
+    with pytest.warns(RuntimeWarning, match="another job or configuration"):
+        eb.claim_folder(folder, {**stamp, "seed": 1})
+    assert not (folder / "ckpt.pt").exists() and (folder / eb.JOB_STAMP).exists()
+    (folder / eb.JOB_STAMP).unlink()
+    (folder / "calibration.json").write_text("{}")  # e.g. committed or copied without a stamp
+    with pytest.warns(RuntimeWarning, match="no job stamp"):
+        eb.claim_folder(folder, stamp)
+    assert not (folder / "calibration.json").exists()
+
+
 # ----------------------------------------------------------------------------- budgets / feasibility
 def _budgets(s1=10.0, s2=30.0, ft=5.0):
     cost = lambda v: {"wall_s": v, "cpu_s": v, "flops": v * 1e9}  # noqa: E731
