@@ -159,29 +159,62 @@ def whole_run_ratios(costs: pd.DataFrame, stage1_steps: int, dko_steps: int, e2e
     return {"without_stage1": e2e / stage2, "with_stage1": e2e / (stage1 + stage2)}
 
 
-def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict | None = None) -> str:
+def _ratio_parts(summary: pd.DataFrame, eval_mode: str, verdict: bool = True) -> list[str]:
+    """E2E-from-scratch / DKO AbsRel at the reference budget, one phrase per (engine, axis)."""
+    ref = summary[(summary["eval"] == eval_mode) & (summary["method"] == "e2e_scratch")
+                  & (np.isclose(summary["budget_fraction"], 1.0))]
+    parts = []
+    for _, r in ref.sort_values(["engine"] + (["budget_axis"] if "budget_axis" in ref else [])).iterrows():
+        if not math.isfinite(r["ratio_vs_dko"]):
+            continue
+        lo, hi = r["ratio_ci_lo"], r["ratio_ci_hi"]
+        if lo > 1:
+            what = "DKO is more accurate"
+        elif hi < 1:
+            what = "E2E is more accurate"
+        else:
+            what = "no significant difference"
+        axis = f" ({r['budget_axis']} budget)" if "budget_axis" in r else ""
+        parts.append(f"{r['engine']} engine{axis}: " + (f"E2E's AbsRel is " if verdict else "")
+                     + f"{r['ratio_vs_dko']:.2f}x DKO's (95 % CI {lo:.2f}-{hi:.2f}"
+                     + (f", {what})" if verdict else ")"))
+    return parts
+
+
+def _catchup_parts(catchup: pd.DataFrame | None) -> list[str]:
+    """Where E2E from scratch catches up with DKO (idealised evaluation), per (engine, axis)."""
+    if catchup is None or not len(catchup):
+        return []
+    rows = catchup[(catchup["method"] == "e2e_scratch") & (catchup["eval"] == "crop")]
+    parts = []
+    for _, r in rows.sort_values(["engine", "budget_axis"]).iterrows():
+        mean, ci = r["first_fraction_mean"], r["first_fraction_ci"]
+        text = (f"its mean reaches DKO's at {_fmt(mean)}x" if math.isfinite(mean)
+                else "its mean stays above DKO's") + (
+            f", DKO is no longer significantly better from {_fmt(ci)}x" if math.isfinite(ci)
+            else ", DKO stays significantly better")
+        parts.append(f"{r['engine']} engine ({r['budget_axis']}): {text} "
+                     f"(ratio {r['ratio_at_largest']:.2f} at the largest budget)")
+    return parts
+
+
+def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict | None = None,
+             catchup: pd.DataFrame | None = None) -> str:
     """One paragraph per claim of the paper, each derived from the tables by the rule it states."""
     lines = ["### Verdicts on the paper's claims", ""]
     if summary is not None and len(summary):
-        ref = summary[(summary["eval"] == "crop") & (summary["method"] == "e2e_scratch")
-                      & (np.isclose(summary["budget_fraction"], 1.0))]
-        parts = []
-        for _, r in ref.sort_values(["engine"] + (["budget_axis"] if "budget_axis" in ref else [])).iterrows():
-            if not math.isfinite(r["ratio_vs_dko"]):
-                continue
-            lo, hi = r["ratio_ci_lo"], r["ratio_ci_hi"]
-            if lo > 1:
-                what = "DKO is more accurate"
-            elif hi < 1:
-                what = "E2E is more accurate"
-            else:
-                what = "no significant difference"
-            axis = f" ({r['budget_axis']} budget)" if "budget_axis" in r else ""
-            parts.append(f"{r['engine']} engine{axis}: E2E's AbsRel is {_fmt(r['ratio_vs_dko'])}x DKO's "
-                         f"(95 % CI {_fmt(lo)}-{_fmt(hi)}, {what})")
+        parts = _ratio_parts(summary, "crop")
         lines.append("**Accuracy at equal budget** (E2E from scratch vs DKO at the budget of one full DKO run; "
                      "a confidence interval above 1 means DKO is better; the paper reports about 2x): "
                      + ("; ".join(parts) or "not available") + ".")
+        physical = _ratio_parts(summary, "full_psf", verdict=False)
+        if physical:
+            lines.append("Evaluated physically (the whole PSF rendered on the sensor) the same ratios are: "
+                         + "; ".join(physical) + ".")
+        later = _catchup_parts(catchup)
+        if later:
+            lines.append("With more budget E2E catches up (budgets as multiples of one DKO run): "
+                         + "; ".join(later) + ".")
         lines.append("")
         crop = summary[(summary["eval"] == "crop") & summary["method"].isin(["dko", "e2e_scratch"])]
         if "budget_axis" in crop and len(crop):
@@ -226,7 +259,8 @@ def render(profile: str, root: Path | None = None) -> str:
              eb_text,
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
              _figure(paths, "accuracy_vs_flops", "accuracy vs FLOP budget", root),
-             cost_text, verdicts(summary, cost_ratios, run_ratios)]
+             cost_text, verdicts(summary, cost_ratios, run_ratios,
+                                 _read(paths.results / "equal_budget_summary_catchup.csv"))]
     return "\n".join(p for p in parts if p is not None)
 
 

@@ -61,3 +61,19 @@ def test_whole_run_ratios_by_hand():
     r = whole_run_ratios(costs, stage1_steps=100, dko_steps=10, e2e_steps=100)
     assert r["without_stage1"] == pytest.approx(300 / 20)
     assert r["with_stage1"] == pytest.approx(300 / 120)
+
+
+def test_catch_up_sentence_reads_the_catchup_table():
+    catchup = pd.DataFrame([
+        {"method": "e2e_scratch", "engine": "fast", "eval": "crop", "budget_axis": "flops",
+         "first_fraction_mean": float("nan"), "first_fraction_ci": 2.0, "ratio_at_largest": 1.109},
+        {"method": "e2e_scratch", "engine": "reference", "eval": "crop", "budget_axis": "flops",
+         "first_fraction_mean": 2.0, "first_fraction_ci": 2.0, "ratio_at_largest": 0.894},
+        {"method": "e2e_scratch", "engine": "reference", "eval": "full_psf", "budget_axis": "flops",
+         "first_fraction_mean": 0.5, "first_fraction_ci": 0.5, "ratio_at_largest": 0.5},
+    ])
+    text = verdicts(_summary(2.0, 1.5, 2.5), {}, catchup=catchup)
+    assert ("fast engine (flops): its mean stays above DKO's, DKO is no longer significantly better from 2x "
+            "(ratio 1.11 at the largest budget)") in text
+    assert "reference engine (flops): its mean reaches DKO's at 2x" in text
+    assert "0.5x" not in text  # the full-PSF row is not part of the idealised comparison
