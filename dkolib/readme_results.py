@@ -213,7 +213,7 @@ def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict |
                          + "; ".join(physical) + ".")
         later = _catchup_parts(catchup)
         if later:
-            lines.append("With more budget E2E catches up (budgets as multiples of one DKO run): "
+            lines.append("Where E2E catches up, if it does (budgets as multiples of one DKO run): "
                          + "; ".join(later) + ".")
         lines.append("")
         crop = summary[(summary["eval"] == "crop") & summary["method"].isin(["dko", "e2e_scratch"])]
