@@ -332,6 +332,11 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         start = int(state["step"])
     else:
         seed_everything(seed)
+        gen = getattr(dataset, "generator", None)
+        if isinstance(gen, torch.Generator):
+            # a fresh run draws the same random flips whatever ran on this dataset object before
+            # (several runs share one dataset inside an equal-budget job)
+            gen.manual_seed(int(seed))
 
     def save_checkpoint(step: int) -> None:
         save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -98,6 +98,27 @@ def test_loss_decreases_on_tiny_overfit(tmp_path):
     assert log["flops"].is_monotonic_increasing and log["wall_s"].is_monotonic_increasing
 
 
+def test_fresh_run_does_not_depend_on_earlier_runs_on_the_same_dataset(tmp_path):
+    from dkolib.data import DepthDataset
+
+    g = torch.Generator().manual_seed(0)
+    rgb = (torch.rand(6, H, W, 3, generator=g) * 255).to(torch.uint8).numpy()
+    depth = (2.0 + 30.0 * torch.rand(6, H, W, generator=g)).numpy()
+
+    def run(data, tag):
+        net = _net()
+        train_loop(net, [{"params": net.parameters(), "lr": 1e-3}], data, steps=4, batch_size=2, seed=3,
+                   log_csv=tmp_path / tag / "log.csv", ckpt=tmp_path / tag / "ckpt.pt", lr_decay_at=None,
+                   progress=False)
+        return net.state_dict()
+
+    shared = DepthDataset(rgb, depth, flip=True, seed=3)
+    run(shared, "first")  # advances the shared flip stream
+    after = run(shared, "second")
+    alone = run(DepthDataset(rgb, depth, flip=True, seed=3), "alone")
+    assert all(torch.equal(after[k], alone[k]) for k in alone)
+
+
 def test_resume_after_crash_is_bit_identical(tmp_path):
     data = _toy_dataset(5)
     evals = []
