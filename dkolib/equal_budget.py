@@ -739,7 +739,9 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
         model, _, _ = design(ref_frac, ref_axis, mult)
         if model is None:
             raise BudgetProtocolError(f"{method} cannot fit the reference budget (fraction {ref_frac}) for "
-                                      f"engine {engine}: stage 2 alone exceeds it; no learning rate can be selected")
+                                      f"engine {engine} on the {ref_axis} axis: stage 2 (+ fine-tune) alone exceeds it, so no learning "
+                                      f"rate can be selected; raise budget.stage1_steps or lower budget.dko_steps / "
+                                      f"budget.finetune_steps")
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(model, val, cfg, st)})
     best = _pick(search)
     _write_search(search, best, work)
