@@ -876,9 +876,8 @@ def claim_folder(folder: Path, stamp: dict) -> None:
 
 def job_stamp(method: str, ctx: JobContext, engine: str | None) -> dict:
     """What a job's resumable state depends on (see :func:`claim_folder`)."""
-    cfg = ctx.cfg.to_dict() if hasattr(ctx.cfg, "to_dict") else ctx.cfg
     return {"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
-            "settings": dataclasses.asdict(ctx.settings), "config": cfg}
+            "settings": dataclasses.asdict(ctx.settings), "config": ctx.cfg.to_dict()}
 
 
 def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataFrame:

@@ -175,7 +175,7 @@ def _ratio_parts(summary: pd.DataFrame, eval_mode: str, verdict: bool = True) ->
         else:
             what = "no significant difference"
         axis = f" ({r['budget_axis']} budget)" if "budget_axis" in r else ""
-        parts.append(f"{r['engine']} engine{axis}: " + (f"E2E's AbsRel is " if verdict else "")
+        parts.append(f"{r['engine']} engine{axis}: " + ("E2E's AbsRel is " if verdict else "")
                      + f"{r['ratio_vs_dko']:.2f}x DKO's (95 % CI {lo:.2f}-{hi:.2f}"
                      + (f", {what})" if verdict else ")"))
     return parts
