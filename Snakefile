@@ -9,14 +9,21 @@
 # at the machine's cores, so a timed job never shares a core with another job.
 # The main chain (stage 1 -> DKO / E2E -> evaluation) has priority, so that it
 # runs beside the equal-budget jobs instead of after them.
+#
+# Every rule that does work has a `benchmark:` file, results/<profile>/benchmarks/
+# <rule>[.<wildcards>].tsv (wall s, CPU s, peak memory of the job); the onstart /
+# onsuccess / onerror handlers keep the run's start and end beside them (run.json).
+# `python scripts/dag_timing.py` turns both into dag_timing.csv and dag_jobs.csv.
 
 from dkolib.config import load_config
+from dkolib.study.dagtiming import record_run
 
 PROFILE = config.get("profile", "default")
 CFG = load_config(PROFILE)
 R = f"results/{PROFILE}"
 DATA = f"cache/data/{PROFILE}"
 FIG = f"figures/{PROFILE}"
+BENCH = f"{R}/benchmarks"
 T = CFG.threads
 NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
              "05_equal_budget", "06_figures"]
@@ -34,6 +41,19 @@ def cfg_hash(*sections):
 
 NET = ("seed", "threads", "data", "model", "stage1")
 OPT = NET + ("optics", "dko", "e2e")
+
+
+# The run's wall time (not run for dry runs, nor when there is nothing to do).
+onstart:
+    record_run(BENCH, "start")
+
+
+onsuccess:
+    record_run(BENCH, "success")
+
+
+onerror:
+    record_run(BENCH, "error")
 
 
 wildcard_constraints:
@@ -60,10 +80,12 @@ rule all:
 # explicitly with `snakemake --cores 1 metaatom_library --forcerun metaatom_library`.
 rule metaatom_library:
     output:
-        table="dkolib/data/metaatom_library.csv",
+        table="dkolib/optics/data/metaatom_library.csv",
         convergence="results/metaatoms/convergence.csv",
     resources:
         cpu_slots=1,
+    benchmark:
+        f"{BENCH}/metaatom_library.tsv"
     shell:
         "OMP_NUM_THREADS=1 python scripts/build_metaatom_library.py --out {output.table} "
         "--convergence {output.convergence}"
@@ -76,6 +98,8 @@ rule bench_psf:
     threads: 2
     resources:
         cpu_slots=2,
+    benchmark:
+        f"{BENCH}/bench_psf.tsv"
     shell:
         "python scripts/bench_psf_engines.py"
 
@@ -86,6 +110,8 @@ rule bench_training:
     threads: 2
     resources:
         cpu_slots=2,
+    benchmark:
+        f"{BENCH}/bench_training.tsv"
     shell:
         "python scripts/bench_training.py --profile smoke --profile default --steps 20 --threads 2"
 
@@ -95,6 +121,8 @@ rule costs:
         "results/costs.csv",
     resources:
         cpu_slots=1,
+    benchmark:
+        f"{BENCH}/costs.tsv"
     shell:
         "python scripts/measure_costs.py --out {output} --threads 1"
 
@@ -107,6 +135,8 @@ rule data:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
     resources:
         cpu_slots=1,
+    benchmark:
+        f"{BENCH}/data.tsv"
     shell:
         f"python scripts/make_dataset.py --profile {PROFILE} --out {DATA} --quiet"
 
@@ -123,6 +153,8 @@ rule stage1:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/stage1.tsv"
     shell:
         f"python scripts/train_stage1.py --profile {PROFILE} --out {R}/stage1 --quiet --set threads={{threads}}"
 
@@ -142,6 +174,8 @@ rule dko:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/dko.tsv"
     shell:
         f"python scripts/run_dko.py --profile {PROFILE} --stage1 {{input}} --out {R}/dko "
         f"--threads {{threads}} --no-progress"
@@ -159,6 +193,8 @@ rule dko_finetune:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/dko_finetune.tsv"
     shell:
         f"python scripts/finetune_dko.py --profile {PROFILE} --dko {{input}} --out {R}/dko_finetune "
         f"--quiet --set threads={{threads}}"
@@ -176,6 +212,8 @@ rule dko_finetune_psf:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/dko_finetune_psf.tsv"
     shell:
         f"python scripts/finetune_dko.py --profile {PROFILE} --dko {{input}} --out {R}/dko_finetune_psf "
         f"--mode full_psf --quiet --set threads={{threads}}"
@@ -193,6 +231,8 @@ rule e2e:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/e2e.tsv"
     shell:
         f"python scripts/train_e2e.py --profile {PROFILE} --variant joint --out {R}/e2e --quiet "
         f"--set threads={{threads}}"
@@ -213,6 +253,8 @@ rule physical_eval:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/physical_eval.tsv"
     shell:
         f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
         "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} "
@@ -248,6 +290,8 @@ rule notebook_02:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/notebook_02.tsv"
     shell:
         f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
 
@@ -261,6 +305,8 @@ rule notebook:
     threads: T
     resources:
         cpu_slots=T,
+    benchmark:
+        f"{BENCH}/notebook.{{nb}}.tsv"
     shell:
         f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
 
@@ -273,5 +319,9 @@ rule readme_results:
         f"{R}/notebooks/06_figures.ipynb",
     output:
         f"{R}/readme_results.md",
+    benchmark:
+        f"{BENCH}/readme_results.tsv"
     shell:
-        f"python scripts/render_readme_results.py --profile {PROFILE} --out {{output}} --readme README.md"
+        # only the default profile's results are the README's; other profiles write the section alone
+        f"python scripts/render_readme_results.py --profile {PROFILE} --out {{output}}"
+        + (" --readme README.md" if PROFILE == "default" else "")

@@ -18,11 +18,14 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+from .errors import InputError
+
+from .root import project_root
+
 PROFILES = ("smoke", "default", "paper")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration key is unknown, mistyped or out of range."""
 
 
@@ -263,14 +266,15 @@ def from_dict(data: Mapping) -> Config:
 def profile_path(profile: str) -> Path:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
-    return CONFIG_DIR / f"{profile}.yaml"
+    return project_root() / "config" / f"{profile}.yaml"
 
 
 def load_config(profile: str = "default", overrides: Mapping[str, Any] | None = None) -> Config:
     """Read ``config/<profile>.yaml`` and apply dotted-key ``overrides``."""
     path = profile_path(profile)
     if not path.exists():
-        raise ConfigError(f"profile file {path} is missing")
+        raise ConfigError(f"profile file {path} is missing: run from the project root (the folder that "
+                          f"holds config/) or set DKOLIB_ROOT")
     with open(path) as fh:
         data = yaml.safe_load(fh) or {}
     if data.get("profile", profile) != profile:

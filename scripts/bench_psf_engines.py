@@ -77,6 +77,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.io import load_torch, save_torch  # noqa: E402
+from dkolib.root import project_root  # noqa: E402
+
 THREADS = 2
 LAM = 550e-9
 WINDOW = 15
@@ -92,7 +96,7 @@ def _phase(n: int):
     import numpy as np
 
     from dkolib.config import load_config
-    from dkolib.metasurface import lens_phase_rad
+    from dkolib.optics.metasurface import lens_phase_rad
     cfg = load_config("default", {"optics.n_cells": n}).optics
     ph = lens_phase_rad(n, cfg.cell_pitch_m, LAM, cfg.sensor_distance_m, cfg.source_distance_m)
     return cfg, ph + 0.5 * np.random.default_rng(0).standard_normal(ph.shape)
@@ -125,7 +129,7 @@ def run_one(engine: str, n: int, repeats: int, out_path: str) -> None:
         def step():
             return dflat_run(module)
     else:
-        from dkolib.psf import psf
+        from dkolib.optics.propagation import psf
 
         def step():
             ph_ = phase.clone().requires_grad_(bwd)
@@ -147,7 +151,7 @@ def run_one(engine: str, n: int, repeats: int, out_path: str) -> None:
     if base == "dflat":
         # like-with-like accuracy: D-Flat on its native grid vs our reference at the same points
         from dkolib.config import load_config
-        from dkolib.psf import psf_reference
+        from dkolib.optics.propagation import psf_reference
         t0 = time.perf_counter()
         res["psf_matched"] = dflat_run(dflat_module(cfg.cell_pitch_m, DFLAT_GRID_PX)).double()
         res["seconds_matched"] = time.perf_counter() - t0
@@ -155,17 +159,17 @@ def run_one(engine: str, n: int, repeats: int, out_path: str) -> None:
                                         "optics.subpixel": 1}).optics
         res["ref_matched"] = psf_reference(torch.polar(torch.ones_like(phase), phase)[None], [LAM], cfg_m,
                                            DFLAT_GRID_PX)[0].double()
-    torch.save(res, out_path)
+    save_torch(res, out_path)
 
 
 def paper_array(chunk: int = 16) -> dict:
     import torch
 
     from dkolib.config import load_config
-    from dkolib.metasurface import lens_phase_rad
-    from dkolib.psf import psf_fast
+    from dkolib.optics.metasurface import lens_phase_rad
+    from dkolib.optics.propagation import psf_fast
     torch.set_num_threads(THREADS)
-    cfg = load_config("paper").optics if (ROOT / "config" / "paper.yaml").exists() else None
+    cfg = load_config("paper").optics if (project_root() / "config" / "paper.yaml").exists() else None
     cfg = load_config("default", {"optics.n_cells": 1025}).optics if cfg is None or cfg.n_cells != 1025 else cfg
     n, W = 1025, cfg.loss_window_px
     wls = [cfg.wavelengths_m[i] for o in range(64) for i in range(3) for s in range(2)]
@@ -204,7 +208,6 @@ def main() -> None:
         run_one(args.one[0], int(args.one[1]), args.repeats, args.one[2])
         return
     import pandas as pd
-    import torch
 
     from dkolib.io import write_csv
     engines = ["dflat", "reference", "fast", "reference_fwd_bwd", "fast_fwd_bwd"]
@@ -217,7 +220,7 @@ def main() -> None:
                 reps = max(1, args.repeats if n < 1025 or eng.startswith("fast") else 2)
                 subprocess.run([sys.executable, __file__, "--repeats", str(reps), "--one", eng, str(n), out],
                                check=True)
-                results[eng] = torch.load(out)
+                results[eng] = load_torch(out)
                 print(f"n={n} {eng}: {results[eng]['seconds']:.4f} s, {results[eng]['peak_mem_mb']:.0f} MB",
                       flush=True)
             ref = results["reference"]["psf"]
@@ -236,16 +239,16 @@ def main() -> None:
                              "peak_mem_mb": r["peak_mem_mb"], "rel_err_vs_reference": err, "error_grid": grid,
                              "speedup_vs_dflat": d["seconds"] / r["seconds"], "threads": THREADS})
     frame = pd.DataFrame(rows)
-    write_csv(frame, ROOT / "results" / "benchmarks" / "psf_engines.csv")
+    write_csv(frame, project_root() / "results" / "benchmarks" / "psf_engines.csv")
     print(frame.to_string(index=False))
     if not args.skip_paper_array:
         res = paper_array()
         arr = pd.DataFrame([{"engine": "fast", "n_elements": 384, "n_cells": 1025, "window_px": 14,
                              "chunk": 16, "threads": THREADS, "forward_s": res["forward"],
                              "forward_backward_s": res["forward_backward"], "peak_mem_mb": res["peak_mem_mb"]}])
-        write_csv(arr, ROOT / "results" / "benchmarks" / "psf_paper_array.csv")
+        write_csv(arr, project_root() / "results" / "benchmarks" / "psf_paper_array.csv")
         print(arr.to_string(index=False))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

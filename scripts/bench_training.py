@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.io import seed_everything, set_threads, write_csv  # noqa: E402
-from dkolib.model import DepthNet  # noqa: E402
-from dkolib.paths import ProfilePaths  # noqa: E402
-from dkolib.train import make_depth_loss  # noqa: E402
+from dkolib.depth.network import DepthNet  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.depth.losses import make_depth_loss  # noqa: E402
 
 COLUMNS = ["profile", "images_per_s", "seconds_per_step", "peak_mem_mb", "cpu_seconds_per_step", "threads", "batch_size", "height",
            "width", "width_factor", "steps_timed"]
@@ -91,4 +92,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

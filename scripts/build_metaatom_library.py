@@ -2,7 +2,7 @@
 """Build the TiO2 nanocylinder meta-atom library with meent's RCWA.
 
     python scripts/build_metaatom_library.py \
-        --out dkolib/data/metaatom_library.csv \
+        --out dkolib/optics/data/metaatom_library.csv \
         --convergence results/metaatoms/convergence.csv [--quick]
 
 Two steps:
@@ -19,7 +19,7 @@ Two steps:
    amplitude is finally capped at 1 (power conservation) in case the spline
    overshoots.
 
-Geometry, materials and conventions: see :mod:`dkolib.rcwa` (substrate-side
+Geometry, materials and conventions: see :mod:`dkolib.optics.rcwa` (substrate-side
 incidence, exp(-i omega t), power-normalised amplitude).
 Runtime of the full build: 6-9 minutes on one CPU core (515 s measured on a shared 2-core machine).
 """
@@ -39,7 +39,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib import rcwa  # noqa: E402
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.optics import rcwa  # noqa: E402
 from dkolib.config import OpticsConfig  # noqa: E402
 from dkolib.io import write_csv  # noqa: E402
 
@@ -52,7 +53,7 @@ def nm_grid(start_nm: float, stop_nm: float, step_nm: float) -> np.ndarray:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="dkolib/data/metaatom_library.csv")
+    p.add_argument("--out", default="dkolib/optics/data/metaatom_library.csv")
     p.add_argument("--convergence", default="results/metaatoms/convergence.csv")
     p.add_argument("--quick", action="store_true", help="tiny grids and low orders (smoke test, seconds)")
     p.add_argument("--orders", type=int, default=rcwa.LIBRARY_ORDERS, help="Fourier harmonics per axis (-N..N) for the library")
@@ -156,13 +157,13 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     t0 = time.time()
     conv = convergence_study(args)
-    write_csv(conv, ROOT / args.convergence if not Path(args.convergence).is_absolute() else args.convergence)
+    write_csv(conv, Path(args.convergence))
     top = conv[conv.n_orders == args.orders]
     if len(top):
         print(f"convergence: at N={args.orders} max |t_N - t_highest| = {top.delta_vs_highest.max():.3g}, "
               f"median {top.delta_vs_highest.median():.3g}")
     lib, raw = build_library(args)
-    out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
+    out = Path(args.out)
     write_csv(lib, out)
     if args.raw:
         write_csv(raw, args.raw)
@@ -173,4 +174,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -12,10 +12,10 @@ so a run in this checkout can be checked against a commit without a second check
 then defaults to results/<profile>.
 
 Deterministic values fail beyond |actual - expected| > atol + rtol * |expected| (NaN equals NaN);
-timing columns (wall_s, seconds_*, peak memory, benchmarks/) and wall-axis equal-budget rows
+timing columns (wall_s, seconds_*, peak memory, benchmarks/, dag_timing.csv) and wall-axis equal-budget rows
 (where a run stops depends on machine speed) are reported only. Wall-axis E2E/DKO ratios outside
 the expected bootstrap CI are listed as inconsistent (a failure with --strict-wall). The rules are
-in dkolib/reproduce.py.
+in dkolib/study/reproduce.py.
 
 Exit status: 0 reproduced; 1 a deterministic value out of tolerance, or a file, row or column
 missing; 2 the trees cannot be read (the message says why).
@@ -30,7 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib import reproduce as rp  # noqa: E402
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.root import project_root  # noqa: E402
+
+from dkolib.study import reproduce as rp  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", nargs="*", default=None, metavar="PATH",
                     help="more CSV files or folders, relative to the profile folders (default: none with "
                          f"--expected; {' '.join(rp.GIT_SHARED_RESULTS)} with --expected-git)")
-    ap.add_argument("--repo", type=Path, default=ROOT, help="git repository for --expected-git")
+    ap.add_argument("--repo", type=Path, default=None, help="git repository for --expected-git (default: the project root)")
     ap.add_argument("--out", type=Path, default=None, help="write the per-column report CSV here")
     ap.add_argument("--rtol", type=float, default=rp.DEFAULT_RTOL)
     ap.add_argument("--atol", type=float, default=rp.DEFAULT_ATOL)
@@ -56,8 +59,8 @@ def main(argv=None) -> int:
     try:
         if args.expected_git is not None:
             extras = rp.GIT_SHARED_RESULTS if args.extra is None else tuple(args.extra)
-            expected = rp.read_git_tables(args.expected_git, args.profile, extras, repo=args.repo)
-            actual_dir = args.actual or args.repo / "results" / args.profile
+            expected = rp.read_git_tables(args.expected_git, args.profile, extras, repo=args.repo or project_root())
+            actual_dir = args.actual or (args.repo or project_root()) / "results" / args.profile
         else:
             if args.actual is None:
                 ap.error("--actual DIR is required with --expected DIR")
@@ -81,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -32,11 +32,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.evaluation import EVAL_MODES  # noqa: E402
+from dkolib.dko.evaluation import EVAL_MODES  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
-from dkolib.paths import ProfilePaths  # noqa: E402
-from dkolib.pipeline import evaluate_designs  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.study.pipeline import evaluate_designs  # noqa: E402
 
 
 def parse_designs(items: list[str]) -> list[tuple[str, Path]]:
@@ -93,4 +94,4 @@ def main(argv=None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -20,8 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.data import SPLITS, dataset_seed, generate_split, load_split, save_split, split_meta  # noqa: E402
+from dkolib.depth.data import SPLITS, dataset_seed, generate_split, load_split, save_split, split_meta  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.data.dataset != "synthetic":
         print(f"data.dataset is {cfg.data.dataset!r}: nothing to render (KITTI is read in place)")
         return 0
-    out = args.out if args.out is not None else Path(__file__).resolve().parent.parent / "cache" / "data" / args.profile
+    out = args.out if args.out is not None else ProfilePaths(args.profile).data_cache
     seed = dataset_seed(cfg)
     for split in args.splits:
         path = out / f"{split}.npz"
@@ -65,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_cli(main))

@@ -42,6 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.root import project_root  # noqa: E402
+
 PAPER_E2E_STEPS = 50_000
 PAPER_DKO_STEPS = 500
 
@@ -69,11 +72,11 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(int(spec["threads"]))
     from dkolib.config import load_config
-    from dkolib.metaatoms import IdealPhaseAtom, MetaAtomLibrary
-    from dkolib.metasurface import MetasurfaceArray
-    from dkolib.model import DepthNet
-    from dkolib.psf import psf
-    from dkolib.synthesis import leakage_loss
+    from dkolib.optics.metaatoms import IdealPhaseAtom, MetaAtomLibrary
+    from dkolib.optics.metasurface import MetasurfaceArray
+    from dkolib.depth.network import DepthNet
+    from dkolib.optics.propagation import psf
+    from dkolib.dko.losses import leakage_loss
 
     device = torch.device(spec["device"])
     cfg = load_config(spec["size"], {"device": "cpu"} if spec["device"] == "cpu" else {})
@@ -150,7 +153,7 @@ def worker(spec: dict) -> dict:
 
 def _run_worker(spec: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=project_root())
     if proc.returncode != 0:
         raise RuntimeError(f"measurement {spec} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -158,7 +161,7 @@ def _run_worker(spec: dict) -> dict:
 
 def _plan(size: str, device: str) -> list[dict]:
     from dkolib.config import load_config
-    from dkolib.model import conv1_channels
+    from dkolib.depth.network import conv1_channels
 
     cfg = load_config(size)
     c1 = conv1_channels(cfg.model)
@@ -216,7 +219,7 @@ def measure(sizes, device: str, threads: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "costs.csv")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/costs.csv under the project root")
     ap.add_argument("--sizes", nargs="+", default=["default", "paper"], choices=["smoke", "default", "paper"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -229,7 +232,7 @@ def main(argv=None):
     from dkolib.io import write_csv
 
     costs = measure(args.sizes, args.device, args.threads)
-    write_csv(costs, args.out)
+    write_csv(costs, args.out if args.out is not None else project_root() / "results" / "costs.csv")
     print(costs.to_string(index=False))
     for size in args.sizes:
         c = costs[costs["size"] == size].set_index("method")["seconds_per_iter"]
@@ -247,4 +250,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

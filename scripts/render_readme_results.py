@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.io import atomic_path  # noqa: E402
-from dkolib.readme_results import render, splice  # noqa: E402
+from dkolib.study.readme_results import render, splice  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,4 +39,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

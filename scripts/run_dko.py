@@ -29,8 +29,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.pipeline import run_dko_stage2  # noqa: E402
+from dkolib.study.pipeline import run_dko_stage2  # noqa: E402
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -62,4 +63,4 @@ def main(argv=None) -> pd.DataFrame:
     return frame
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One job of the equal-budget experiment (DKO vs E2E); protocol in ``dkolib/equal_budget.py``.
+"""One job of the equal-budget experiment (DKO vs E2E); protocol in ``dkolib/study/protocol.py``.
 
     # per seed, first (shared by every method of that seed):
     python scripts/run_equal_budget.py --profile default --method stage1 --seed 0 \
@@ -11,7 +11,7 @@
 Methods: ``stage1`` (calibration, reference costs, stage-1 lr search, stage-1 snapshots; its
 ``--out`` is the stage-1 lr-search table), ``electronic``, ``dko``, ``dko_ft``, ``e2e_scratch``,
 ``e2e_warm`` (their ``--out`` is the per-job results table, columns
-``dkolib.equal_budget.COLUMNS``). Every job runs with ``--threads`` torch threads (default 1),
+``dkolib.study.protocol.COLUMNS``). Every job runs with ``--threads`` torch threads (default 1),
 writes its CSV atomically and resumes from its work folder (``--work``, default
 ``<out without .csv>.work``) if interrupted. With ``budget.lr_search: first_seed`` the jobs
 of the other seeds (and of the reference engine) take ``--lr-from`` the CSV of the job that
@@ -30,18 +30,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
+
 import torch  # noqa: E402
 
-from dkolib import equal_budget as eb  # noqa: E402
+from dkolib.study.jobs import JobContext, run_job  # noqa: E402
+from dkolib.study.protocol import JOBS, chosen_lr_mult, lr_source, settings_from_config  # noqa: E402
+from dkolib.study.snapshots import cleanup_snapshots  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
-from dkolib.paths import ProfilePaths  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", required=True)
-    ap.add_argument("--method", required=True, choices=eb.JOBS)
+    ap.add_argument("--method", required=True, choices=JOBS)
     ap.add_argument("--engine", choices=("fast", "reference"), default=None,
                     help="PSF engine (required for every method except stage1)")
     ap.add_argument("--seed", type=int, required=True)
@@ -55,7 +59,7 @@ def main(argv=None):
                     help="evaluate on the first N val/test images (default budget.eval_items, else all)")
     ap.add_argument("--lr-from", type=Path, default=None,
                     help="output CSV of the job whose selected lr multiplier this job reuses "
-                         "(budget.lr_search: first_seed; see dkolib.equal_budget.lr_source)")
+                         "(budget.lr_search: first_seed; see dkolib.study.protocol.lr_source)")
     ap.add_argument("--keep-snapshots", action="store_true", help="keep method snapshots after evaluation")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--no-progress", action="store_true")
@@ -66,7 +70,7 @@ def main(argv=None):
     cfg = load_config(args.profile, {**parse_overrides(args.set), "threads": args.threads, "seed": args.seed})
     set_threads(args.threads)
     paths = ProfilePaths(args.profile)
-    settings = eb.settings_from_config(cfg)
+    settings = settings_from_config(cfg)
     if args.eval_items is not None:
         if args.eval_items < 1:
             ap.error("--eval-items must be >= 1")
@@ -75,7 +79,7 @@ def main(argv=None):
     work = args.work or args.out.with_suffix(".work")
     if args.method == "stage1":
         work = stage1_dir
-    source = eb.lr_source(settings, args.method, args.engine, args.seed)
+    source = lr_source(settings, args.method, args.engine, args.seed)
     lr_mult = None
     if source is not None:
         m, g, s = source
@@ -84,17 +88,17 @@ def main(argv=None):
                      f"selected by the {m} job{'' if g is None else f' (engine {g})'} of seed {s}; pass its output CSV")
         if not args.lr_from.exists():
             ap.error(f"--lr-from {args.lr_from} does not exist: run the {m} job of seed {s} first")
-        lr_mult = eb.chosen_lr_mult(args.lr_from)
+        lr_mult = chosen_lr_mult(args.lr_from)
     elif args.lr_from is not None:
         ap.error(f"--lr-from given, but this job selects its own learning rate (budget.lr_search="
                  f"{settings.lr_search}, seed {args.seed}, engine {args.engine}): drop --lr-from")
-    ctx = eb.JobContext(cfg=cfg, settings=settings, seed=args.seed, cache_dir=args.cache_dir or paths.data_cache,
+    ctx = JobContext(cfg=cfg, settings=settings, seed=args.seed, cache_dir=args.cache_dir or paths.data_cache,
                         stage1_dir=stage1_dir, work=work, progress=not args.no_progress, lr_mult=lr_mult)
     t0, c0 = time.perf_counter(), time.process_time()
-    frame = eb.run_job(args.method, ctx, args.engine)
+    frame = run_job(args.method, ctx, args.engine)
     write_csv(frame, args.out)
     if args.method != "stage1" and not args.keep_snapshots:
-        eb.cleanup_snapshots(work)
+        cleanup_snapshots(work)
     print(f"{args.method} engine={args.engine} seed={args.seed}: {len(frame)} rows -> {args.out} "
           f"(job wall {time.perf_counter() - t0:.1f} s, cpu {time.process_time() - c0:.1f} s, "
           f"threads {torch.get_num_threads()})")
@@ -102,4 +106,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

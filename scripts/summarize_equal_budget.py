@@ -7,7 +7,7 @@
 
 Writes (atomically)
 
-* ``--out``: every row of every job (columns ``dkolib.equal_budget.COLUMNS``);
+* ``--out``: every row of every job (columns ``dkolib.study.protocol.COLUMNS``);
 * ``--summary``: per (method, engine, eval, budget_axis, budget_fraction) the number of seeds,
   mean and std over seeds of each metric, and the AbsRel ratio to DKO with its paired
   bootstrap 95 % CI over seeds (``ratio_vs_dko``, ``ratio_ci_lo``, ``ratio_ci_hi``);
@@ -28,9 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dkolib.study.cli import run_cli  # noqa: E402
+
 import pandas as pd  # noqa: E402
 
-from dkolib import equal_budget as eb  # noqa: E402
+from dkolib.study.figures import plot_accuracy_vs_budget, plot_crop_vs_physical  # noqa: E402
+from dkolib.study.protocol import to_frame  # noqa: E402
+from dkolib.study.stats import GROUP, catch_up, check_columns, combine, summarize  # noqa: E402
 from dkolib.io import write_csv  # noqa: E402
 
 
@@ -51,15 +55,15 @@ def main(argv=None):
         try:
             f = pd.read_csv(p)
         except pd.errors.EmptyDataError:
-            f = eb.to_frame([])
+            f = to_frame([])
         if "method" not in f.columns:
             print(f"skipping {p}: not a method table (stage-1 lr search?)")
             continue
-        eb.check_columns(f)
+        check_columns(f)
         frames.append(f)
-    df = eb.combine(frames)
-    summary = eb.summarize(df, n_boot=args.n_boot)
-    catch = eb.catch_up(summary) if len(summary) else eb.catch_up(pd.DataFrame(columns=eb.GROUP + ["ratio_vs_dko"]))
+    df = combine(frames)
+    summary = summarize(df, n_boot=args.n_boot)
+    catch = catch_up(summary) if len(summary) else catch_up(pd.DataFrame(columns=GROUP + ["ratio_vs_dko"]))
     write_csv(df, args.out)
     write_csv(summary, args.summary)
     catch_path = args.catchup or args.summary.with_name(args.summary.stem + "_catchup.csv")
@@ -69,9 +73,9 @@ def main(argv=None):
         import matplotlib.pyplot as plt
         for x, axis in (("budget_s", "wall"), ("budget_flops", "flops")):
             if (df["budget_axis"] == axis).any():
-                plt.close(eb.plot_accuracy_vs_budget(df, x=x, path=args.figures / f"equal_budget_{axis}"))
+                plt.close(plot_accuracy_vs_budget(df, x=x, path=args.figures / f"equal_budget_{axis}"))
         if {"crop", "full_psf"} <= set(df["eval"]):
-            plt.close(eb.plot_crop_vs_physical(df, path=args.figures / "equal_budget_crop_vs_full"))
+            plt.close(plot_crop_vs_physical(df, path=args.figures / "equal_budget_crop_vs_full"))
     print(f"{len(df)} rows -> {args.out}; {len(summary)} summary rows -> {args.summary}; catch-up -> {catch_path}")
     if len(catch):
         print(catch.to_string(index=False))
@@ -79,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

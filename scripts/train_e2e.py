@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.paths import ProfilePaths  # noqa: E402
-from dkolib.train import load_depthnet, run_e2e  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.dko.train import load_depthnet, run_e2e  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
-from dkolib.paths import ProfilePaths  # noqa: E402
-from dkolib.train import run_stage1  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.dko.train import run_stage1  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

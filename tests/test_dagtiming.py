@@ -1,72 +1,126 @@
-"""Per-job wall time parsed from a Snakemake log."""
+"""Per-job and per-rule time of a Snakemake run, from its benchmark TSVs and run record."""
 
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
-from dkolib import dagtiming
-from dkolib.readme_results import dag_section
-from dkolib.paths import ProfilePaths
+from dkolib.errors import DataError
 from dkolib.io import write_csv
+from dkolib.study import dagtiming
+from dkolib.study.paths import ProfilePaths
+from dkolib.study.readme_results import dag_section
 
-LOG = """Building DAG of jobs...
-Provided cores: 4
-[Sat Nov 28 03:13:51 2026]
-localrule notebook:
-    input: notebooks/01_optics.ipynb
-    jobid: 1
-    wildcards: nb=01_optics
-    threads: 2
-Select jobs to execute...
-[Sat Nov 28 03:14:01 2026]
-Finished jobid: 1 (Rule: notebook)
-1 of 3 steps (33%) done
-[Sat Nov 28 03:14:01 2026]
-rule eb_method:
-    jobid: 7
-    wildcards: method=dko, engine=fast, seed=0
-[Sat Nov 28 03:14:02 2026]
-rule data:
-    jobid: 2
-[Sat Nov 28 03:15:02 2026]
-Finished jobid: 2 (Rule: data)
-[Sat Nov 28 03:16:31 2026]
-Finished jobid: 7 (Rule: eb_method)
-3 of 3 steps (100%) done
-"""
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+T0 = 1_800_000_000.0  # the run's start (Unix seconds); it ends at T0 + 160
 
 
-def test_parse_log_times_each_job(tmp_path):
-    log = tmp_path / "run.snakemake.log"
-    log.write_text(LOG)
-    jobs = dagtiming.parse_log(log).set_index("rule")
-    assert jobs.loc["notebook", "job_s"] == 10 and jobs.loc["notebook", "threads"] == 2
-    assert jobs.loc["eb_method", "wildcards"] == "method=dko, engine=fast, seed=0"
-    assert jobs.loc["eb_method", "start_s"] == 10 and jobs.loc["eb_method", "job_s"] == 150
-    assert jobs.loc["data", "job_s"] == 60  # interleaved with eb_method
-    total = dagtiming.summarize(jobs.reset_index()).set_index("rule").loc["TOTAL"]
-    assert total["wall_s"] == 160 and total["job_s_sum"] == 220 and total["n_jobs"] == 3
+def _bench(folder: Path, name: str, s, rss, cpu, ended_at: float) -> None:
+    """A benchmark TSV as Snakemake writes it, last modified ``ended_at``."""
+    path = folder / name
+    path.write_text(HEADER + f"{s}\t0:00:00\t{rss}\t900.00\t{rss}\t{rss}\t0.01\t0.02\t97.50\t{cpu}\n")
+    os.utime(path, (ended_at, ended_at))
 
 
-def test_space_padded_day():
-    log_line = "[Sun Nov  1 03:00:00 2026]"
-    assert dagtiming._STAMP.match(log_line)
-    assert dagtiming._time(dagtiming._STAMP.match(log_line).group(1)).day == 1
+@pytest.fixture
+def run_folder(tmp_path):
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    _bench(folder, "notebook.01_optics.tsv", "10.0000", "300.00", "9.50", T0 + 10)
+    _bench(folder, "data.tsv", "60.0000", "1200.50", "58.00", T0 + 61)
+    _bench(folder, "eb_method.e2e_scratch_fast_0.tsv", "90.0000", "NA", "NA", T0 + 100)  # not sampled
+    _bench(folder, "eb_method.dko_fast_0.tsv", "150.0000", "800.00", "149.00", T0 + 160)
+    _bench(folder, "stage1.tsv", "434.0000", "2000.00", "430.00", T0 - 3600)  # an earlier run's job
+    dagtiming.record_run(folder, "start", now=T0)
+    dagtiming.record_run(folder, "success", now=T0 + 160)
+    return folder
 
 
-def test_dry_run_log_is_rejected_and_skipped(tmp_path):
-    folder = tmp_path / ".snakemake" / "log"
-    folder.mkdir(parents=True)
-    (folder / "2026-11-28T031350.snakemake.log").write_text(LOG)
-    (folder / "2026-11-28T050000.snakemake.log").write_text("Building DAG of jobs...\nJob stats:\n")
-    with pytest.raises(ValueError, match="no finished job"):
-        dagtiming.parse_log(folder / "2026-11-28T050000.snakemake.log")
-    assert dagtiming.latest_log(tmp_path).name.startswith("2026-11-28T031350")
+def test_jobs_of_the_recorded_run(run_folder):
+    jobs = dagtiming.read_benchmarks(run_folder)
+    assert list(jobs.columns) == list(dagtiming.COLUMNS)
+    assert list(jobs["rule"]) == ["notebook", "data", "eb_method", "eb_method"]  # in the order they ended
+    assert "stage1" not in set(jobs["rule"])  # up to date in this run: its TSV predates the start
+    row = jobs.set_index("wildcards").loc["dko_fast_0"]
+    assert row["rule"] == "eb_method" and row["job_s"] == 150 and row["cpu_s"] == 149
+    assert row["max_rss_mb"] == 800 and row["end_s"] == 160 and row["start_s"] == 10
+    assert jobs.set_index("rule").loc["data", "start_s"] == 1  # ended at 61 after 60 s
+    assert jobs.set_index("rule").loc["data", "wildcards"] == ""
 
 
-def test_readme_section_reads_the_total(tmp_path):
+def test_per_rule_sums_and_total(run_folder):
+    jobs, summary = dagtiming.dag_timing(run_folder)
+    assert list(summary["rule"]) == ["eb_method", "data", "notebook", "TOTAL"]  # by summed job time
+    s = summary.set_index("rule")
+    eb = s.loc["eb_method"]
+    assert eb["n_jobs"] == 2 and eb["job_s_sum"] == 150 + 90 and eb["job_s_max"] == 150
+    assert eb["cpu_s_sum"] == 149 and eb["max_rss_mb"] == 800  # the unsampled job's NA is left out
+    assert s.loc["notebook", "job_s_sum"] == 10 and s.loc["notebook", "cpu_s_sum"] == 9.5
+    total = s.loc["TOTAL"]
+    assert total["n_jobs"] == 4 and total["job_s_sum"] == 10 + 60 + 90 + 150 and total["job_s_max"] == 150
+    assert total["cpu_s_sum"] == pytest.approx(9.5 + 58 + 149) and total["max_rss_mb"] == 1200.5
+    assert total["wall_s"] == 160
+    assert s.drop(index="TOTAL")["wall_s"].isna().all()
+
+
+def test_run_record(tmp_path):
+    rec = dagtiming.record_run(tmp_path, "start", now=T0)
+    assert rec["status"] == "running" and rec["start_utc"] == "2027-01-15T08:00:00+00:00"
+    with pytest.raises(DataError, match="did not finish successfully"):
+        dagtiming.read_run(tmp_path)
+    dagtiming.record_run(tmp_path, "error", now=T0 + 5)
+    with pytest.raises(DataError, match="'error'"):
+        dagtiming.read_run(tmp_path)
+    dagtiming.record_run(tmp_path, "start", now=T0 + 10)  # a new run starts a new record
+    dagtiming.record_run(tmp_path, "success", now=T0 + 70)
+    rec = json.loads((tmp_path / dagtiming.RUN_RECORD).read_text())
+    assert rec["start"] == T0 + 10 and rec["end"] == T0 + 70 and rec["status"] == "success"
+    with pytest.raises(ValueError, match="event"):
+        dagtiming.record_run(tmp_path, "finished")
+
+
+def test_missing_record_or_jobs_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="run.json is missing"):
+        dagtiming.dag_timing(tmp_path)
+    _bench(tmp_path, "data.tsv", "60.0000", "1.00", "1.00", T0 - 100)
+    dagtiming.record_run(tmp_path, "start", now=T0)
+    dagtiming.record_run(tmp_path, "success", now=T0 + 1)
+    with pytest.raises(DataError, match="no benchmark file"):
+        dagtiming.dag_timing(tmp_path)
+
+
+def test_script_writes_both_tables(run_folder, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dag_timing", ROOT / "scripts" / "dag_timing.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--benchmarks", str(run_folder), "--out-dir", str(tmp_path / "out")]) == 0
+    timing = pd.read_csv(tmp_path / "out" / "dag_timing.csv")
+    assert timing.set_index("rule").loc["TOTAL", "job_s_sum"] == 310
+    assert len(pd.read_csv(tmp_path / "out" / "dag_jobs.csv")) == 4
+
+
+def test_readme_section_reads_the_total(run_folder, tmp_path):
     paths = ProfilePaths("default", tmp_path)
     assert dag_section(paths) == ""
-    log = tmp_path / "run.log"
-    log.write_text(LOG)
-    write_csv(dagtiming.summarize(dagtiming.parse_log(log)), paths.results / "dag_timing.csv")
+    write_csv(dagtiming.dag_timing(run_folder)[1], paths.results / "dag_timing.csv")
     text = dag_section(paths)
-    assert "2.67 min wall clock for 3 jobs" in text and "| eb_method | 1 | 150 | 150 |" in text
+    assert "2.67 min wall clock for 4 jobs" in text and "| eb_method | 2 | 240 | 150 |" in text
+
+
+def test_every_working_rule_has_a_benchmark_named_after_it():
+    """``<rule>[.<wildcards>].tsv`` under BENCH, so that :func:`dagtiming.parse_name` gets the rule back."""
+    text = (ROOT / "Snakefile").read_text() + "\n" + (ROOT / "workflow" / "equal_budget.smk").read_text()
+    assert 'BENCH = f"{R}/benchmarks"' in text
+    rules = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, flags=re.S | re.M)
+    working = [(name, body) for name, body in rules if "\n    shell:" in body or "\n    run:" in body]
+    assert len(working) >= 15
+    for name, body in working:
+        m = re.search(r'\n    benchmark:\n        f"\{BENCH\}/([^"]+)"', body)
+        assert m, f"rule {name} has no benchmark under BENCH"
+        assert dagtiming.parse_name(m.group(1).replace("{{", "{").replace("}}", "}"))[0] == name

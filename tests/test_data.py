@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dkolib import data
+from dkolib.depth import data
 from dkolib.config import load_config
-from dkolib.data import (SEED_STRIDE, DepthDataset, generate_split, get_dataset, load_split, motorcycle_depth_m,
+from dkolib.depth.data import (SEED_STRIDE, DepthDataset, generate_split, get_dataset, load_split, motorcycle_depth_m,
                          motorcycle_scene, save_split, scene_seeds)
 
 

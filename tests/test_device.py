@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dkolib.config import load_config
-from dkolib.model import DepthNet
-from dkolib.train import collate, model_device, resolve_device
+from dkolib.depth.network import DepthNet
+from dkolib.dko.train import collate, model_device, resolve_device
 
 
 def test_cpu_device_resolves():

@@ -1,4 +1,7 @@
-"""Equal-budget experiment: snapshots = truncated runs, feasibility, table columns, bootstrap summary."""
+"""Equal-budget experiment: snapshots = truncated runs, feasibility, table columns, bootstrap summary.
+
+Covers dkolib.study.protocol, snapshots, jobs, stats and figures.
+"""
 
 import numpy as np
 import pandas as pd
@@ -6,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dkolib import equal_budget as eb
-from dkolib.budget import BudgetMeter
+from dkolib.study import figures, jobs, protocol, snapshots, stats
+from dkolib.dko.budget import BudgetMeter
 from dkolib.config import load_config
-from dkolib.model import DepthNet
-from dkolib.train import make_depth_loss, train_loop
+from dkolib.depth.network import DepthNet
+from dkolib.depth.losses import make_depth_loss
+from dkolib.dko.train import train_loop
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +53,10 @@ def test_snapshot_at_flop_budget_equals_truncated_run(tmp_path):
     _, h1 = fresh_run(tmp_path / "probe", max_flops=1.0)
     per_step = float(h1["flops"].iloc[-1])  # one step ran before the 1-FLOP limit stopped it
     assert per_step > 0
-    targets = [eb.Target("a", "flops", 1.5 * per_step), eb.Target("b", "flops", 3.2 * per_step),
-               eb.Target("c", "flops", 3.3 * per_step)]
+    targets = [protocol.Target("a", "flops", 1.5 * per_step), protocol.Target("b", "flops", 3.2 * per_step),
+               protocol.Target("c", "flops", 3.3 * per_step)]
     model = _net(cfg)
-    man = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
+    man = snapshots.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
                                   targets=targets, work=tmp_path / "snap", seed=3, batch_size=2, steps_cap=50,
                                   loss_fn=loss, weight_decay=1e-4, progress=False)
     # a budget is reached at the first step whose accumulated cost is >= it
@@ -61,15 +65,15 @@ def test_snapshot_at_flop_budget_equals_truncated_run(tmp_path):
     for key, t in (("a", targets[0]), ("b", targets[1])):
         truncated, hist = fresh_run(tmp_path / f"trunc_{key}", max_flops=t.value, weight_decay=1e-4)
         assert hist.attrs["stop_reason"] == "budget"
-        snap = eb.load_snapshot(tmp_path / "snap", man[key])
+        snap = snapshots.load_snapshot(tmp_path / "snap", man[key])
         assert snap["step"] == len(hist)
         ref = truncated.state_dict()
         for name, tensor in snap["state_dict"].items():
             assert torch.equal(tensor, ref[name]), f"{key}: {name} differs from the truncated run"
         assert snap["meter"]["flops"] == pytest.approx(float(hist["flops"].iloc[-1]))
     # snapshots at different budgets differ (the equality above is not vacuous)
-    snap_a = eb.load_snapshot(tmp_path / "snap", man["a"])["state_dict"]
-    snap_b = eb.load_snapshot(tmp_path / "snap", man["b"])["state_dict"]
+    snap_a = snapshots.load_snapshot(tmp_path / "snap", man["a"])["state_dict"]
+    snap_b = snapshots.load_snapshot(tmp_path / "snap", man["b"])["state_dict"]
     assert any(not torch.equal(v, snap_a[k]) for k, v in snap_b.items() if v.is_floating_point())
 
 
@@ -77,12 +81,12 @@ def test_snapshot_runner_resumes_without_retraining(tmp_path):
     cfg = load_config("smoke")
     data = _toy_dataset()
     model = _net(cfg)
-    t = [eb.Target("x", "flops", 1.0)]
+    t = [protocol.Target("x", "flops", 1.0)]
     kw = dict(targets=t, work=tmp_path, seed=0, batch_size=2, steps_cap=10, loss_fn=make_depth_loss(),
               weight_decay=0.0, progress=False)
-    man1 = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
+    man1 = snapshots.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
     mtime = (tmp_path / man1["x"]["file"]).stat().st_mtime_ns
-    man2 = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
+    man2 = snapshots.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data, **kw)
     assert man1 == man2 and (tmp_path / man2["x"]["file"]).stat().st_mtime_ns == mtime
 
 
@@ -94,12 +98,12 @@ def test_snapshot_runner_restarts_when_snapshots_are_gone(tmp_path):
 
     def run(work, targets):
         model = _net(cfg)
-        man = eb.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
+        man = snapshots.train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": 1e-3}], data,
                                       work=work, targets=targets, **kw)
-        return man, {k: eb.load_snapshot(work, man[k])["state_dict"] for k in man}
+        return man, {k: snapshots.load_snapshot(work, man[k])["state_dict"] for k in man}
 
-    probe, _ = run(tmp_path / "probe", [eb.Target("x", "flops", 1.0)])  # one step
-    t = [eb.Target("x", "flops", 1.0), eb.Target("y", "flops", 3.5 * probe["x"]["flops"])]
+    probe, _ = run(tmp_path / "probe", [protocol.Target("x", "flops", 1.0)])  # one step
+    t = [protocol.Target("x", "flops", 1.0), protocol.Target("y", "flops", 3.5 * probe["x"]["flops"])]
     man1, snaps1 = run(tmp_path / "a", t)
     assert man1["y"]["step"] > man1["x"]["step"]
     for f in (tmp_path / "a").glob("snap_*.pt"):
@@ -114,17 +118,17 @@ def test_snapshot_runner_restarts_when_snapshots_are_gone(tmp_path):
 def test_claim_folder_keeps_own_state_and_empties_foreign_state(tmp_path):
     folder = tmp_path / "job"
     stamp = {"method": "dko", "seed": 0, "settings": {"lr_grid": (0.5, 1.0)}}
-    eb.claim_folder(folder, stamp)
+    snapshots.claim_folder(folder, stamp)
     (folder / "ckpt.pt").write_text("state")
-    eb.claim_folder(folder, dict(stamp))  # same job resuming: state kept
+    snapshots.claim_folder(folder, dict(stamp))  # same job resuming: state kept
     assert (folder / "ckpt.pt").exists()
     with pytest.warns(RuntimeWarning, match="another job or configuration"):
-        eb.claim_folder(folder, {**stamp, "seed": 1})
-    assert not (folder / "ckpt.pt").exists() and (folder / eb.JOB_STAMP).exists()
-    (folder / eb.JOB_STAMP).unlink()
+        snapshots.claim_folder(folder, {**stamp, "seed": 1})
+    assert not (folder / "ckpt.pt").exists() and (folder / snapshots.JOB_STAMP).exists()
+    (folder / snapshots.JOB_STAMP).unlink()
     (folder / "calibration.json").write_text("{}")  # e.g. committed or copied without a stamp
     with pytest.warns(RuntimeWarning, match="no job stamp"):
-        eb.claim_folder(folder, stamp)
+        snapshots.claim_folder(folder, stamp)
     assert not (folder / "calibration.json").exists()
 
 
@@ -139,24 +143,24 @@ def _settings(**kw):
     base = dict(fractions=(0.25, 0.5, 1.0, 2.0), seeds=(0,), engines=("fast",), lr_grid=(1.0,), axes=("wall", "flops"),
                 stage1_steps=10, dko_steps=5, finetune_steps=2, eval_items=None, noise_eval=False, calib_steps=2)
     base.update(kw)
-    return eb.Settings(**base)
+    return protocol.Settings(**base)
 
 
 def test_infeasible_budgets_get_no_target():
     st = _settings()
-    keys = {t.key: t for t in eb.stage1_targets(_budgets(), st)}
+    keys = {t.key: t for t in protocol.stage1_targets(_budgets(), st)}
     # C_ref = 40; stage 2 = 30: DKO fits 1.0 (stage 1 gets 10) and 2.0, not 0.25 (10) or 0.5 (20)
     for axis in ("wall", "flops"):
-        assert eb.target_key("dko", "fast", axis, 0.25) not in keys
-        assert eb.target_key("dko", "fast", axis, 0.5) not in keys
-        assert eb.target_key("dko", "fast", axis, 1.0) in keys
-        assert eb.target_key("dko_ft", "fast", axis, 1.0) in keys  # 40 - 30 - 5 = 5 > 0
-        assert eb.target_key("electronic", "fast", axis, 0.25) in keys
-    assert keys[eb.target_key("dko", "fast", "wall", 2.0)].value == pytest.approx(80 - 30)
-    assert keys[eb.target_key("dko_ft", "fast", "flops", 1.0)].value == pytest.approx(5e9)
+        assert protocol.target_key("dko", "fast", axis, 0.25) not in keys
+        assert protocol.target_key("dko", "fast", axis, 0.5) not in keys
+        assert protocol.target_key("dko", "fast", axis, 1.0) in keys
+        assert protocol.target_key("dko_ft", "fast", axis, 1.0) in keys  # 40 - 30 - 5 = 5 > 0
+        assert protocol.target_key("electronic", "fast", axis, 0.25) in keys
+    assert keys[protocol.target_key("dko", "fast", "wall", 2.0)].value == pytest.approx(80 - 30)
+    assert keys[protocol.target_key("dko_ft", "fast", "flops", 1.0)].value == pytest.approx(5e9)
     start = {"wall_s": 15.0, "cpu_s": 15.0, "flops": 15e9}
-    warm = {t.key for t in eb.e2e_targets(_budgets(), st, "fast", start)}
-    assert warm == {eb.target_key("e2e", "fast", a, f) for a in ("wall", "flops") for f in (0.5, 1.0, 2.0)}
+    warm = {t.key for t in protocol.e2e_targets(_budgets(), st, "fast", start)}
+    assert warm == {protocol.target_key("e2e", "fast", a, f) for a in ("wall", "flops") for f in (0.5, 1.0, 2.0)}
     assert st.ref_fraction == 1.0 and _settings(fractions=(0.5, 2.5)).ref_fraction == 0.5
     assert st.ref_axis == "flops" and _settings(axes=("wall",)).ref_axis == "wall"
 
@@ -168,16 +172,16 @@ def _fake_table(seeds, e2e_scale=2.0, noise=0.02):
     for s in seeds:
         for method, scale in (("dko", 1.0), ("e2e_scratch", e2e_scale)):
             for frac in (0.5, 1.0):
-                r = {c: 0.0 for c in eb.COLUMNS}
+                r = {c: 0.0 for c in protocol.COLUMNS}
                 r.update(method=method, engine="fast", seed=s, budget_s=frac * 10, budget_flops=frac * 1e9,
                          eval="crop", budget_fraction=frac, budget_axis="flops", lr=1e-3, lr_mult=1.0,
                          abs_rel=scale * (0.2 + noise * rng.standard_normal()), a1=0.7)
                 rows.append(r)
-    return eb.to_frame(rows)
+    return protocol.to_frame(rows)
 
 
 def test_bootstrap_ci_contains_ratio_and_collapses_with_one_seed():
-    summ = eb.summarize(_fake_table(range(6)), n_boot=500)
+    summ = stats.summarize(_fake_table(range(6)), n_boot=500)
     e2e = summ[summ["method"] == "e2e_scratch"]
     assert len(e2e) == 2 and (e2e["ratio_n_seeds"] == 6).all()
     assert ((e2e["ratio_ci_lo"] <= e2e["ratio_vs_dko"]) & (e2e["ratio_vs_dko"] <= e2e["ratio_ci_hi"])).all()
@@ -185,7 +189,7 @@ def test_bootstrap_ci_contains_ratio_and_collapses_with_one_seed():
     assert e2e["ratio_vs_dko"].between(1.6, 2.4).all()  # built with E2E AbsRel about 2x DKO's
     dko = summ[summ["method"] == "dko"]
     assert np.allclose(dko["ratio_vs_dko"], 1.0)
-    one = eb.summarize(_fake_table([4]))
+    one = stats.summarize(_fake_table([4]))
     e1 = one[one["method"] == "e2e_scratch"]
     assert (e1["ratio_ci_lo"] == e1["ratio_vs_dko"]).all() and (e1["ratio_ci_hi"] == e1["ratio_vs_dko"]).all()
     assert (one["abs_rel_std"] == 0.0).all()
@@ -195,58 +199,58 @@ def test_summary_mean_std_and_catch_up():
     df = _fake_table(range(3), e2e_scale=2.0)
     # make E2E catch up at fraction 1.0 only
     df.loc[(df["method"] == "e2e_scratch") & (df["budget_fraction"] == 1.0), "abs_rel"] = 0.1
-    summ = eb.summarize(df, n_boot=200)
+    summ = stats.summarize(df, n_boot=200)
     g = df[(df["method"] == "dko") & (df["budget_fraction"] == 0.5)]["abs_rel"]
     row = summ[(summ["method"] == "dko") & (summ["budget_fraction"] == 0.5)].iloc[0]
     assert row["abs_rel_mean"] == pytest.approx(g.mean()) and row["abs_rel_std"] == pytest.approx(g.std(ddof=1))
-    cu = eb.catch_up(summ)
+    cu = stats.catch_up(summ)
     assert len(cu) == 1 and cu.iloc[0]["first_fraction_mean"] == 1.0
-    never = eb.catch_up(eb.summarize(_fake_table(range(3)), n_boot=200))
+    never = stats.catch_up(stats.summarize(_fake_table(range(3)), n_boot=200))
     assert np.isnan(never.iloc[0]["first_fraction_mean"])
 
 
 def test_ratio_missing_where_dko_has_no_point():
     df = _fake_table(range(2))
     df = df[~((df["method"] == "dko") & (df["budget_fraction"] == 0.5))]
-    summ = eb.summarize(df, n_boot=100)
+    summ = stats.summarize(df, n_boot=100)
     r = summ[(summ["method"] == "e2e_scratch") & (summ["budget_fraction"] == 0.5)].iloc[0]
     assert np.isnan(r["ratio_vs_dko"]) and r["ratio_n_seeds"] == 0
 
 
 def test_missing_column_is_an_error():
     with pytest.raises(ValueError, match="abs_rel"):
-        eb.summarize(_fake_table([0]).drop(columns=["abs_rel"]))
+        stats.summarize(_fake_table([0]).drop(columns=["abs_rel"]))
 
 
 # ----------------------------------------------------------------------------- learning-rate selection
 def test_lr_source_first_seed_and_every_seed():
     st = _settings(seeds=(3, 1, 2), engines=("fast", "reference"), lr_grid=(0.5, 1.0, 2.0))
     assert st.lr_search == "first_seed" and st.lr_search_seed == 3
-    assert eb.lr_source(st, "stage1", None, 3) is None
-    assert eb.lr_source(st, "stage1", None, 1) == ("stage1", None, 3)
-    assert eb.lr_source(st, "dko", "fast", 3) is None
-    assert eb.lr_source(st, "dko", "reference", 3) == ("dko", "fast", 3)
-    assert eb.lr_source(st, "e2e_warm", "fast", 2) == ("e2e_warm", "fast", 3)
-    assert eb.lr_source(st, "electronic", "reference", 2) is None  # trains nothing of its own
+    assert protocol.lr_source(st, "stage1", None, 3) is None
+    assert protocol.lr_source(st, "stage1", None, 1) == ("stage1", None, 3)
+    assert protocol.lr_source(st, "dko", "fast", 3) is None
+    assert protocol.lr_source(st, "dko", "reference", 3) == ("dko", "fast", 3)
+    assert protocol.lr_source(st, "e2e_warm", "fast", 2) == ("e2e_warm", "fast", 3)
+    assert protocol.lr_source(st, "electronic", "reference", 2) is None  # trains nothing of its own
     every = _settings(seeds=(3, 1), lr_search="every_seed")
-    assert all(eb.lr_source(every, m, "reference", 1) is None for m in ("stage1", "dko", "e2e_scratch"))
+    assert all(protocol.lr_source(every, m, "reference", 1) is None for m in ("stage1", "dko", "e2e_scratch"))
 
 
 def test_chosen_lr_mult_and_fixed_grid(tmp_path):
     search = pd.DataFrame({"lr_mult": [0.5, 1.0, 2.0], "val_abs_rel": [0.3, 0.2, 0.4],
                            "chosen": [False, True, False]})
-    assert eb.chosen_lr_mult(search) == 1.0
+    assert protocol.chosen_lr_mult(search) == 1.0
     path = tmp_path / "job.csv"
     pd.DataFrame({"lr_mult": [2.0, 2.0], "abs_rel": [0.1, 0.2]}).to_csv(path, index=False)
-    assert eb.chosen_lr_mult(path) == 2.0
-    with pytest.raises(eb.BudgetProtocolError, match="does not name one"):
-        eb.chosen_lr_mult(pd.DataFrame({"lr_mult": [0.5, 1.0]}))
-    with pytest.raises(eb.BudgetProtocolError, match="no lr_mult rows"):
-        eb.chosen_lr_mult(pd.DataFrame({"lr_mult": []}))
+    assert protocol.chosen_lr_mult(path) == 2.0
+    with pytest.raises(protocol.BudgetProtocolError, match="does not name one"):
+        protocol.chosen_lr_mult(pd.DataFrame({"lr_mult": [0.5, 1.0]}))
+    with pytest.raises(protocol.BudgetProtocolError, match="no lr_mult rows"):
+        protocol.chosen_lr_mult(pd.DataFrame({"lr_mult": []}))
     st = _settings(lr_grid=(0.5, 1.0, 2.0))
-    ctx = eb.JobContext(cfg=None, settings=st, seed=0, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path)
+    ctx = jobs.JobContext(cfg=None, settings=st, seed=0, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path)
     assert ctx.lr_grid == (0.5, 1.0, 2.0)
-    assert eb.JobContext(cfg=None, settings=st, seed=1, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path,
+    assert jobs.JobContext(cfg=None, settings=st, seed=1, cache_dir=tmp_path, stage1_dir=tmp_path, work=tmp_path,
                          lr_mult=2.0).lr_grid == (2.0,)
 
 
@@ -254,7 +258,7 @@ def test_settings_reject_bad_lr_search():
     from dkolib.config import load_config
 
     cfg = load_config("smoke")
-    assert eb.settings_from_config(cfg).lr_search == "first_seed"
+    assert protocol.settings_from_config(cfg).lr_search == "first_seed"
     with pytest.raises(ValueError, match="lr_search"):
         load_config("smoke", {"budget.lr_search": "sometimes"})
 
@@ -292,10 +296,10 @@ def test_job_csvs_have_exactly_the_columns(smoke_run):
     tmp, outs = smoke_run
     for out in outs:
         df = pd.read_csv(out)
-        assert list(df.columns) == list(eb.COLUMNS)
-        assert list(df.columns[:len(eb.REQUIRED_COLUMNS)]) == list(eb.REQUIRED_COLUMNS)
+        assert list(df.columns) == list(protocol.COLUMNS)
+        assert list(df.columns[:len(protocol.REQUIRED_COLUMNS)]) == list(protocol.REQUIRED_COLUMNS)
         assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf"}
-        assert df[list(eb.METRICS)].notna().all().all()
+        assert df[list(protocol.METRICS)].notna().all().all()
     assert not list((tmp / "e2e_scratch_fast_0.work").rglob("*.pt"))  # snapshots and checkpoints cleaned up
 
 
@@ -328,18 +332,18 @@ def test_summarize_script_and_plots(smoke_run, tmp_path):
     mod = _script("summarize_equal_budget")
     df, _summary, _ = mod.main(["--inputs", *map(str, outs), str(tmp / "stage1_0.csv"), "--out", str(tmp_path / "eb.csv"),
                             "--summary", str(tmp_path / "summ.csv"), "--n-boot", "50"])
-    assert list(pd.read_csv(tmp_path / "eb.csv").columns) == list(eb.COLUMNS)
+    assert list(pd.read_csv(tmp_path / "eb.csv").columns) == list(protocol.COLUMNS)
     assert len(df) == sum(len(pd.read_csv(o)) for o in outs)
     assert (tmp_path / "summ_catchup.csv").exists()
-    fig = eb.plot_accuracy_vs_budget(df, x="budget_flops", path=tmp_path / "acc")
+    fig = figures.plot_accuracy_vs_budget(df, x="budget_flops", path=tmp_path / "acc")
     assert (tmp_path / "acc.png").exists() and (tmp_path / "acc.pdf").exists()
     assert len(fig.axes) >= 2
     plt.close(fig)
-    fig = eb.plot_crop_vs_physical(df, path=tmp_path / "cvp")
+    fig = figures.plot_crop_vs_physical(df, path=tmp_path / "cvp")
     assert (tmp_path / "cvp.png").exists()
     plt.close(fig)
     with pytest.raises(ValueError, match="budget_s"):
-        eb.plot_accuracy_vs_budget(df, x="steps")
+        figures.plot_accuracy_vs_budget(df, x="steps")
 
 
 def test_reused_lr_requires_lr_from(smoke_run, tmp_path):

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dkolib import frontend
+from dkolib.dko import frontend
 from dkolib.config import load_config
-from dkolib.evaluation import EVAL_COLUMNS, evaluate_design, find_frontend, hybrid_from_dko, load_design
-from dkolib.model import DepthNet
-from dkolib.synthesis import pad_to_window, split_kernel
+from dkolib.dko.evaluation import EVAL_COLUMNS, evaluate_design, find_frontend, hybrid_from_dko, load_design
+from dkolib.depth.network import DepthNet
+from dkolib.dko.kernels import pad_to_window, split_kernel
 
 torch.set_num_threads(1)
 SCALE = 25.0  # optical kernels are the electronic ones / SCALE, the gain restores them
@@ -23,7 +23,7 @@ def _cfg():
 def _dataset(model, n=3, h=32, w=64, seed=0):
     """Random images whose "ground truth" is ``model``'s own prediction: its metrics are
     perfect (abs_rel 0), so any change of the first layer shows in the metrics."""
-    from dkolib.train import predict_depth
+    from dkolib.depth.predict import predict_depth
 
     g = torch.Generator().manual_seed(seed)
     rgb = torch.rand(n, 3, h, w, generator=g)
@@ -40,8 +40,8 @@ def _stage1(cfg, seed=0):
 
 
 def _array(cfg, n_out):
-    from dkolib.metaatoms import IdealPhaseAtom
-    from dkolib.metasurface import MetasurfaceArray
+    from dkolib.optics.metaatoms import IdealPhaseAtom
+    from dkolib.optics.metasurface import MetasurfaceArray
 
     return MetasurfaceArray(n_out, 3, cfg.optics, IdealPhaseAtom(), init="lens")
 
@@ -50,7 +50,7 @@ def _array(cfg, n_out):
 def exact_optics(monkeypatch):
     """PSFs that are exactly the split electronic kernels / SCALE (all light inside the crop).
 
-    The sensor rendering is ``dkolib.render.optical_conv`` when that module exists (then this
+    The sensor rendering is ``dkolib.optics.render.optical_conv`` when that module exists (then this
     also checks its orientation convention against ``nn.Conv2d``), else a stand-in.
     """
     state = {}
@@ -60,7 +60,7 @@ def exact_optics(monkeypatch):
 
     monkeypatch.setattr(frontend, "_compute_psf", fake_psf)
     try:
-        import dkolib.render  # noqa: F401
+        import dkolib.optics.render  # noqa: F401
     except ImportError:
         def fake_conv(images, pos, neg, gain, noise, generator):
             k = pos.shape[-1]
@@ -144,8 +144,8 @@ def test_factory_and_bad_modes(exact_optics):
 
 def test_load_design_roundtrip(tmp_path):
     from dkolib.io import save_torch
-    from dkolib.synthesis import save_array
-    from dkolib.train import save_model
+    from dkolib.dko.synthesis import save_array
+    from dkolib.dko.train import save_model
 
     cfg = _cfg()
     stage1 = _stage1(cfg)

@@ -3,13 +3,16 @@
 import pytest
 import torch
 
-from dkolib.budget import BudgetMeter
+from dkolib.dko.budget import BudgetMeter
 from dkolib.config import load_config
-from dkolib.evaluation import front_end_mode, hybrid_from_dko, load_design
-from dkolib.frontend import find_frontend
-from dkolib.model import DepthNet
-from dkolib.pipeline import finetune_dko
-from dkolib.train import _build_array, psf_step_flops, save_model
+from dkolib.io import load_torch
+from dkolib.dko.evaluation import front_end_mode, hybrid_from_dko, load_design
+from dkolib.dko.frontend import find_frontend
+from dkolib.depth.network import DepthNet
+from dkolib.dko import fit_gain, merge_signed
+from dkolib.optics import psf
+from dkolib.study.pipeline import finetune_dko
+from dkolib.dko.train import _build_array, psf_step_flops, save_model
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +25,21 @@ def _one_thread():
 
 @pytest.fixture
 def dko_checkpoint(tmp_path):
-    """A DKO-like hybrid (random network, lens array) saved like scripts/run_dko.py does."""
+    """A DKO-like hybrid (random network, random array, least-squares gains) saved like scripts/run_dko.py does.
+
+    Not a lens array: its + and - metasurfaces are identical, so the signed optical kernel
+    is exactly zero and the network would not see its input at all.
+    """
     cfg = load_config("smoke", {"dko.finetune_steps": 2, "stage1.eval_every": 1000, "stage1.checkpoint_every": 1000})
     torch.manual_seed(0)
     net = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
-    array = _build_array(cfg, net.conv1_channels, "lens", torch.Generator().manual_seed(0))
-    hybrid = hybrid_from_dko(net, array, torch.ones(net.conv1_channels), cfg.optics, "crop", "fast")
+    array = _build_array(cfg, net.conv1_channels, "random", torch.Generator().manual_seed(0))
+    k = cfg.optics.kernel_size
+    with torch.no_grad():
+        crop = psf(array, array.wavelengths_m, cfg.optics, k, engine="fast", normalize=True)
+        gain = fit_gain(merge_signed(crop, net.conv1_channels, 3), net.first_layer.weight)
+    assert (gain != 0).all()
+    hybrid = hybrid_from_dko(net, array, gain, cfg.optics, "crop", "fast")
     path = save_model(hybrid, tmp_path / "dko" / "model.pt", cfg, BudgetMeter(), kind="hybrid_dko")
     return cfg, path
 
@@ -51,16 +63,16 @@ def test_finetune_trains_back_end_only_in_the_requested_mode(dko_checkpoint, tmp
     # the PSFs it was charged for are those of the mode's window: k x k or the render window
     window = cfg.optics.kernel_size if mode == "crop" else cfg.optics.render_window_px
     n_elem = 2 * 3 * find_frontend(after).n_out
-    stored = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["budget"]
+    stored = load_torch(out / "model.pt")["budget"]
     assert stored["flops_by"]["optics"] == pytest.approx(psf_step_flops(cfg, n_elem, window, "fast", False))
     assert cfg.optics.render_window_px > cfg.optics.kernel_size
 
 
 def test_full_psf_finetune_fits_full_psf_images_better(dko_checkpoint, tmp_path):
     """After the same steps on the same data, the back end tuned on full-PSF images reads them better."""
-    from dkolib.data import get_dataset
-    from dkolib.paths import ProfilePaths
-    from dkolib.train import make_depth_loss
+    from dkolib.depth.data import get_dataset
+    from dkolib.study.paths import ProfilePaths
+    from dkolib.depth.losses import make_depth_loss
 
     cfg, path = dko_checkpoint
     cfg = cfg.replace({"dko.finetune_steps": 8, "dko.finetune_lr": 3e-3})

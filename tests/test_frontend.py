@@ -2,7 +2,7 @@
 
 The PSF engine is replaced by a fake array whose "PSFs" are its parameter (so
 these tests check the front end's bookkeeping, not the optics). If
-``dkolib.render`` is not importable, a stand-in with the documented contract
+``dkolib.optics.render`` is not importable, a stand-in with the documented contract
 (``conv2d(x, pos - neg, stride 2, padding w//2) * gain``) is used.
 """
 
@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dkolib import frontend
+from dkolib.dko import frontend
 from dkolib.config import ModelConfig, OpticsConfig
-from dkolib.frontend import OpticalFrontEnd, crop_center, make_hybrid
-from dkolib.model import DepthNet
+from dkolib.dko.frontend import OpticalFrontEnd, crop_center, make_hybrid
+from dkolib.depth.network import DepthNet
 
 try:  # the real renderer, when it exists
-    from dkolib import render as _render  # noqa: F401
+    from dkolib.optics import render as _render  # noqa: F401
     HAVE_RENDER = hasattr(_render, "optical_conv")
 except ImportError:
     HAVE_RENDER = False
@@ -187,9 +187,9 @@ def test_real_metasurface_array_end_to_end(monkeypatch):
     """With the real optics (small ideal-phase array): shapes, gradients to the latents, caching."""
     monkeypatch.undo()  # the real PSF engine and renderer
     torch.set_num_threads(1)
-    pytest.importorskip("dkolib.metasurface")
-    from dkolib.metaatoms import IdealPhaseAtom
-    from dkolib.metasurface import MetasurfaceArray
+    pytest.importorskip("dkolib.optics.metasurface")
+    from dkolib.optics.metaatoms import IdealPhaseAtom
+    from dkolib.optics.metasurface import MetasurfaceArray
 
     optics = OpticsConfig(n_cells=33, meta_atom="ideal", render_window_px=11, subpixel=1)
     arr = MetasurfaceArray(4, 3, optics, IdealPhaseAtom(), init="random",

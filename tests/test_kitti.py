@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dkolib.kitti import (KittiEigenDataset, kitti_split_file, parse_split_lines, project_velodyne,
+from dkolib.depth.kitti import (KittiEigenDataset, kitti_split_file, parse_split_lines, project_velodyne,
                           velo_to_image_matrix)
 
 DATE, DRIVE, FRAME = "2011_09_26", "2011_09_26_drive_0001_sync", 5

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dkolib import rcwa
-from dkolib.metaatoms import (
+from dkolib.optics import rcwa
+from dkolib.optics.metaatoms import (
     DEFAULT_LIBRARY_PATH,
     IdealPhaseAtom,
     MetaAtomLibrary,

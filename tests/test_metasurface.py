@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dkolib.config import load_config
-from dkolib.metasurface import MetasurfaceArray, lens_phase_rad
+from dkolib.optics.metasurface import MetasurfaceArray, lens_phase_rad
 
 torch.set_num_threads(1)
 
@@ -52,7 +52,7 @@ def _wrapped_diff(a, b):
 def _atoms():
     atoms = [IdealAtom()]
     try:
-        from dkolib.metaatoms import IdealPhaseAtom
+        from dkolib.optics.metaatoms import IdealPhaseAtom
         atoms.append(IdealPhaseAtom())
     except ImportError:
         pass
@@ -119,7 +119,7 @@ def test_library_lens_and_phase_init_use_reverse_lookup():
 
 def test_real_library_if_available():
     try:
-        from dkolib.metaatoms import MetaAtomLibrary
+        from dkolib.optics.metaatoms import MetaAtomLibrary
         lib = MetaAtomLibrary.load()
     except Exception as err:  # library data not built in this checkout
         pytest.skip(f"meta-atom library unavailable: {err}")

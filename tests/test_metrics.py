@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dkolib.metrics import METRIC_COLUMNS, compute_depth_metrics, depth_to_disp, disp_to_depth, garg_crop_mask
+from dkolib.depth.metrics import METRIC_COLUMNS, compute_depth_metrics, depth_to_disp, disp_to_depth, garg_crop_mask
 
 
 def test_hand_computed_single_image():

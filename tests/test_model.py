@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from dkolib.config import ModelConfig
-from dkolib.model import (DepthNet, ElectronicConv1, conv1_channels, depth_to_disp, disp_to_depth,
+from dkolib.depth.network import (DepthNet, ElectronicConv1, conv1_channels, depth_to_disp, disp_to_depth,
                           encoder_widths, scaled_width)
 
 

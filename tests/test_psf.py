@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from dkolib.config import load_config
-from dkolib.metasurface import lens_phase_rad
-from dkolib.psf import (
-    SamplingWarning,
+from dkolib.optics.metasurface import lens_phase_rad
+from dkolib.optics.sampling import SamplingWarning, check_sampling
+from dkolib.optics.propagation import (
     asm_full_field,
     check_padding,
-    check_sampling,
     count_psf_flops,
     incident_phase_rad,
     pixel_centres_m,
@@ -220,7 +219,7 @@ def test_flop_counts():
 
 
 def test_operator_cache_does_not_change_results_and_survives_inference_mode():
-    import dkolib.psf as psf_mod
+    import dkolib.optics.propagation as psf_mod
     cfg = _optics()
     n, W = 33, 7
     ph = 2 * math.pi * torch.rand(2, n, n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
@@ -242,7 +241,7 @@ def test_operator_cache_does_not_change_results_and_survives_inference_mode():
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_micro_batches_and_interleaved_wavelengths_match_single_elements(engine, monkeypatch):
-    import dkolib.psf as psf_mod
+    import dkolib.optics.propagation as psf_mod
     cfg = _optics()
     n, W = 33, 6
     ph = (2 * math.pi * torch.rand(5, n, n, generator=torch.Generator().manual_seed(7),

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from dkolib.paths import ProfilePaths
-from dkolib.readme_results import END, START, render, splice, verdicts
+from dkolib.study.paths import ProfilePaths
+from dkolib.study.readme_results import END, START, render, splice, verdicts
 
 
 def _summary(ratio, lo, hi, std_dko=0.01, std_e2e=0.05):
@@ -54,7 +54,7 @@ def test_render_reads_tables_from_a_results_tree(tmp_path):
 
 
 def test_whole_run_ratios_by_hand():
-    from dkolib.readme_results import whole_run_ratios
+    from dkolib.study.readme_results import whole_run_ratios
 
     costs = pd.DataFrame({"method": ["dko_stage2", "e2e_step", "stage1_step"], "size": ["paper"] * 3,
                           "seconds_per_iter": [2.0, 3.0, 1.0]})

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dkolib.render import SensorNoise, crop_center, optical_conv, signed_kernels, split_psf
+from dkolib.optics.render import SensorNoise, crop_center, optical_conv, signed_kernels, split_psf
 
 torch.set_num_threads(1)
 

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from dkolib.data import DepthDataset
-from dkolib.reports import depth_histogram, gain_restoration
-from dkolib.synthesis import split_kernel
+from dkolib.depth.data import DepthDataset
+from dkolib.study.reports import depth_histogram, gain_restoration
+from dkolib.dko.kernels import split_kernel
 
 
 def test_depth_histogram_fractions():
@@ -31,7 +31,7 @@ def test_gain_restoration_recovers_an_exactly_scaled_kernel():
 
 
 def test_training_median_ignores_capped_sky():
-    from dkolib.train import training_median_depth
+    from dkolib.depth.predict import training_median_depth
 
     depth = np.full((1, 4, 4), 80.0, dtype=np.float32)  # sky at the cap
     depth[0, :2] = [[5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0]]

@@ -1,4 +1,4 @@
-"""compare_results / dkolib.reproduce: which differences fail a reproduction, on small synthetic trees."""
+"""compare_results / dkolib.study.reproduce: which differences fail a reproduction, on small synthetic trees."""
 
 import importlib.util
 import shutil
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dkolib import reproduce as rp
+from dkolib.study import reproduce as rp
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "compare_results.py"
 EXTRAS = ["../costs.csv", "../benchmarks"]
@@ -252,3 +252,49 @@ def test_expected_tables_from_git(tmp_path):
     _edit(repo / "results" / "default" / "stage1" / "log.csv", lambda f: f.assign(loss=f["loss"] + 0.01))
     assert compare_main(args) == 1
     assert compare_main(args[:2] + ["--profile", "paper", "--repo", str(repo)]) == 2  # nothing committed there
+
+
+def test_tolerance_is_numpy_isclose():
+    """Pass/fail is ``np.isclose(actual, expected, rtol, atol, equal_nan=True)``, relative to the expected value."""
+    tol = rp.Tolerance(rtol=1e-3, atol=1e-6)
+    expected = np.array([1.0, 1.0, 0.0, 0.0, np.nan, np.nan, np.inf, np.inf, 1000.0])
+    actual = np.array([1.0009, 1.0011, 9e-7, 2e-6, np.nan, 1.0, np.inf, 1e300, 1001.0])
+    assert tol.close(actual, expected).tolist() == [True, False, True, False, True, False, True, False, True]
+    assert (tol.close(actual, expected) == np.isclose(actual, expected, rtol=1e-3, atol=1e-6, equal_nan=True)).all()
+    exp = pd.DataFrame({"name": ["a", "b", "c"], "x": expected[[0, 1, 4]]})
+    act = pd.DataFrame({"name": ["a", "b", "c"], "x": actual[[0, 1, 4]]})
+    rows = {r.column: r for r in rp.compare_tables({"t.csv": exp}, {"t.csv": act}, tol).rows}
+    assert rows["x"].status == "FAIL" and rows["x"].detail == "1 of 3 values out of tolerance"
+    assert rows["x"].max_rel_diff == pytest.approx(1.1e-3)  # the report's numbers are unchanged
+    text = pd.Series(["u", "v"])
+    assert tol.close(text, pd.Series(["u", "V"])).tolist() == [True, False]  # non-numeric: equal text
+
+
+def test_wall_ratio_within_tolerance_of_the_ci_end_is_consistent(trees):
+    expected, actual = trees
+
+    def shift(f):
+        sel = (f["budget_axis"] == "wall") & (f["method"] == "e2e_scratch")
+        f.loc[sel, "ratio_vs_dko"] = 1.6 * (1 + 5e-6)  # past the expected hi = 1.6 by less than rtol
+        return f
+
+    _edit(actual / "equal_budget_summary.csv", shift)
+    comparison = _compare(expected, actual, rtol=1e-5)
+    assert [r.status for r in comparison.rows if r.kind == "wall-ratio"] == ["consistent"] * 2
+    comparison = _compare(expected, actual, rtol=1e-6)
+    assert "inconsistent" in [r.status for r in comparison.rows if r.kind == "wall-ratio"]
+
+
+def test_pipeline_timing_tables_are_report_only(trees):
+    """dag_timing.csv / dag_jobs.csv time one run: other jobs, counts and times are reported, not failed."""
+    expected, actual = trees
+    _write(expected / "dag_timing.csv", pd.DataFrame(
+        {"rule": ["eb_method", "all", "TOTAL"], "n_jobs": [24, 1, 42], "job_s_sum": [2730.0, 0.0, 4588.0],
+         "job_s_max": [249.0, 0.0, 434.0], "wall_s": [np.nan, np.nan, 2397.0]}))
+    _write(actual / "dag_timing.csv", pd.DataFrame(
+        {"rule": ["eb_method", "TOTAL"], "n_jobs": [24, 41], "job_s_sum": [2801.0, 4690.0],
+         "job_s_max": [260.0, 450.0], "cpu_s_sum": [2790.0, 4500.0], "wall_s": [np.nan, 2410.0]}))
+    comparison = _compare(expected, actual)
+    assert comparison.failures() == []
+    dag = [r for r in comparison.rows if r.file == "dag_timing.csv"]
+    assert {r.status for r in dag} == {"report"} and any(r.kind == "missing-row" for r in dag)

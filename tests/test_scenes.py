@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from dkolib import scenes
-from dkolib.scenes import camera_intrinsics, render_scene, valid_depth_mask
+from dkolib.depth import scenes
+from dkolib.depth.scenes import camera_intrinsics, render_scene, valid_depth_mask
 
 # KITTI 2011_09_26 P_rect_02: fx = fy = 721.5377 px on a 1242 x 375 frame (KITTI raw calibration)
 KITTI_F_PX, KITTI_W, KITTI_H = 721.5377, 1242, 375

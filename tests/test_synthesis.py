@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from dkolib.config import load_config
-from dkolib.synthesis import (
-    crop_center, fidelity_table, fit_gain, leakage_loss, merge_signed, pad_to_window, paper_loss,
-    split_kernel, synthesize,
-)
+from dkolib.dko.fidelity import fidelity_table, fit_gain
+from dkolib.dko.kernels import merge_signed, pad_to_window, split_kernel
+from dkolib.dko.losses import leakage_loss, paper_loss
+from dkolib.dko.synthesis import synthesize
+from dkolib.optics.render import crop_center
 
 torch.set_num_threads(1)
 
@@ -44,7 +45,7 @@ def test_pad_is_inverse_of_crop_and_centred_on_axis(window):
     assert padded.shape == (3, window, window)
     assert torch.equal(crop_center(padded, k), t)
     assert padded.sum() == pytest.approx(t.sum().item())
-    # the kernel's centre tap sits on the axis pixel, index W // 2 (dkolib.psf convention)
+    # the kernel's centre tap sits on the axis pixel, index W // 2 (dkolib.optics.propagation convention)
     delta = torch.zeros(1, k, k)
     delta[0, k // 2, k // 2] = 1.0
     pos = pad_to_window(delta, window)[0].nonzero().tolist()
@@ -167,8 +168,8 @@ def test_fidelity_table_perfect_bank():
 
 
 def _tiny_problem():
-    from dkolib.metaatoms import IdealPhaseAtom
-    from dkolib.metasurface import MetasurfaceArray
+    from dkolib.optics.metaatoms import IdealPhaseAtom
+    from dkolib.optics.metasurface import MetasurfaceArray
 
     # a 33-cell aperture focused 1 mm away: a spot of ~2 pixels, small enough to shape 7x7 kernels
     cfg = load_config("smoke", {"optics.n_cells": 33, "optics.meta_atom": "ideal", "optics.subpixel": 1,
@@ -214,7 +215,7 @@ def test_resume_gives_identical_latents(tmp_path):
 
 
 def test_synthesis_charges_budget():
-    from dkolib.budget import BudgetMeter
+    from dkolib.dko.budget import BudgetMeter
 
     cfg, w, make_array = _tiny_problem()
     meter = BudgetMeter()

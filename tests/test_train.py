@@ -7,13 +7,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dkolib import frontend, train
-from dkolib.budget import BudgetMeter
+from dkolib.dko import frontend, train
+from dkolib.dko.budget import BudgetMeter
 from dkolib.config import ModelConfig, OpticsConfig, load_config
-from dkolib.frontend import make_hybrid
-from dkolib.model import DepthNet, depth_to_disp
-from dkolib.train import (BatchSampler, constant_predictor, depth_loss, evaluate, predict_depth, train_loop,
-                          training_median_depth)
+from dkolib.io import load_torch
+from dkolib.dko.frontend import make_hybrid
+from dkolib.depth.network import DepthNet, depth_to_disp
+from dkolib.depth.losses import depth_loss, make_depth_loss
+from dkolib.depth.predict import constant_predictor, predict_depth, training_median_depth
+from dkolib.dko.train import BatchSampler, evaluate, train_loop
 
 H, W = 32, 64
 
@@ -99,7 +101,7 @@ def test_loss_decreases_on_tiny_overfit(tmp_path):
 
 
 def test_fresh_run_does_not_depend_on_earlier_runs_on_the_same_dataset(tmp_path):
-    from dkolib.data import DepthDataset
+    from dkolib.depth.data import DepthDataset
 
     g = torch.Generator().manual_seed(0)
     rgb = (torch.rand(6, H, W, 3, generator=g) * 255).to(torch.uint8).numpy()
@@ -252,7 +254,7 @@ def test_trainable_optics_step_matches_unsplit_gradient_and_charges_psf_flops(tm
     idx = BatchSampler(2, 2, seed=0).next_indices()
     batch = train.collate([data[i] for i in idx])
     b.train()
-    train.make_depth_loss()(b, batch).backward()
+    make_depth_loss()(b, batch).backward()
     opt.step()
     for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(va, vb, atol=1e-6, rtol=1e-5), k
@@ -261,7 +263,7 @@ def test_trainable_optics_step_matches_unsplit_gradient_and_charges_psf_flops(tm
     # the PSF engine's matmul (24 x 49 x 49) is not in the counted network FLOPs
     net_only = BudgetMeter()
     with a.first_layer.injected_psf(fake_psf(a.first_layer.array, None, 7, "fast").detach().requires_grad_()):
-        net_only.counted("x", lambda: train.make_depth_loss()(a, batch).backward())
+        net_only.counted("x", lambda: make_depth_loss()(a, batch).backward())
     assert meter.flops_by["network"] == net_only.flops
 
 
@@ -275,7 +277,7 @@ def _fake_metrics(pred, gt, min_d, max_d, median_scaling=False, garg_crop=False)
 
 def test_constant_predictor_and_evaluate(monkeypatch):
     try:
-        import dkolib.metrics  # noqa: F401
+        import dkolib.depth.metrics  # noqa: F401
     except ImportError:
         monkeypatch.setattr(train, "_compute_metrics", _fake_metrics)
     data = _toy_dataset(5)
@@ -312,7 +314,7 @@ def test_run_stage1_writes_model_and_log_and_is_idempotent(tmp_path, monkeypatch
     loaded = train.load_depthnet(tmp_path / "s1" / "model.pt")
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    obj = torch.load(tmp_path / "s1" / "model.pt", weights_only=False)
+    obj = load_torch(tmp_path / "s1" / "model.pt")
     assert obj["kind"] == "electronic" and obj["budget"]["flops"] == pytest.approx(log["flops"].iloc[-1])
     again = train.run_stage1(cfg, tmp_path / "s1", tmp_path / "cache", progress=False)  # resumes: nothing to do
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())

@@ -1,16 +1,16 @@
-# The equal-budget experiment (dkolib/equal_budget.py states the protocol).
+# The equal-budget experiment (dkolib/study/protocol.py states the protocol).
 # One single-threaded stage-1 job per seed (calibration of the budget unit,
 # stage-1 snapshots), then one single-threaded job per (method, engine, seed),
 # then the summary. Every job holds one cpu_slot, so at most as many timed jobs
 # run as there are cores.
 
-from dkolib.equal_budget import METHODS, lr_source, settings_from_config
-from dkolib.pipeline import equal_budget_jobs
+from dkolib.study.protocol import METHODS, lr_source, settings_from_config
+from dkolib.study.pipeline import equal_budget_jobs
 
 EB = f"{R}/equal_budget"
 EB_SEEDS = [str(s) for s in CFG.budget.seeds]
 EB_METHODS = list(METHODS)
-EB_JOBS = equal_budget_jobs(CFG)  # (method, engine) pairs, see dkolib.pipeline
+EB_JOBS = equal_budget_jobs(CFG)  # (method, engine) pairs, see dkolib.study.pipeline
 EB_OUTPUTS = [f"{EB}/{m}_{g}_{s}.csv" for (m, g) in EB_JOBS for s in EB_SEEDS]
 EB_SETTINGS = settings_from_config(CFG)
 
@@ -43,6 +43,8 @@ rule eb_stage1:
         seed=r"\d+",
     resources:
         cpu_slots=1,
+    benchmark:
+        f"{BENCH}/eb_stage1.{{seed}}.tsv"
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method stage1 --seed {{wildcards.seed}} "
         f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output.table}} --threads 1 --no-progress "
@@ -65,6 +67,8 @@ rule eb_method:
         seed=r"\d+",
     resources:
         cpu_slots=1,
+    benchmark:
+        f"{BENCH}/eb_method.{{method}}_{{engine}}_{{seed}}.tsv"
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
         f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
@@ -77,6 +81,8 @@ rule eb_summary:
     output:
         runs=f"{R}/equal_budget.csv",
         summary=f"{R}/equal_budget_summary.csv",
+    benchmark:
+        f"{BENCH}/eb_summary.tsv"
     shell:
         f"python scripts/summarize_equal_budget.py --inputs {{input}} --out {{output.runs}} "
         f"--summary {{output.summary}} --figures {FIG}"

@@ -18,8 +18,8 @@ Which rows
 
 Which columns, and with which tolerance
     * ``timing``: measured times, throughput, peak memory and the thread count they were taken
-      with (:func:`is_timing_column`), and every column of files under ``benchmarks/``.
-      Reported, never failed.
+      with (:func:`is_timing_column`), and every column of files under ``benchmarks/`` and of the
+      pipeline's own timing tables :data:`TIMING_FILES`. Reported, never failed.
     * ``load-dependent``: in a table with a ``budget_axis`` column, every other value of a row
       with ``budget_axis == 'wall'`` (where a run was cut off depends on how fast the machine
       ran); likewise the length of a training log (``step`` column) inside an ``equal_budget``
@@ -27,13 +27,15 @@ Which columns, and with which tolerance
       difference), never failed.
     * ``deterministic``: every other value. Fails where ``|actual - expected| > atol + rtol *
       |expected|`` (defaults :data:`DEFAULT_RTOL`, :data:`DEFAULT_ATOL`); NaN equals NaN;
-      non-numeric values must be equal.
+      non-numeric values must be equal. These are the semantics of
+      ``numpy.isclose(actual, expected, rtol, atol, equal_nan=True)`` (:meth:`Tolerance.close`),
+      which does the check.
 
 Statistical consistency of the wall axis
     For each matched ``budget_axis == 'wall'`` row of a table with ``ratio_vs_dko``,
     ``ratio_ci_lo`` and ``ratio_ci_hi`` (``equal_budget_summary.csv``), the actual E2E/DKO ratio
-    is ``consistent`` if it lies inside the expected bootstrap interval (widened by the same
-    tolerance), else ``inconsistent``. Inconsistent rows fail only when asked (``strict_wall``).
+    is ``consistent`` if it lies inside the expected bootstrap interval or is close to one of its
+    ends by the same tolerance, else ``inconsistent``. Inconsistent rows fail only when asked (``strict_wall``).
 
 The report
     One :class:`ReportRow` per (file, column, kind) with ``kind`` one of ``deterministic``,
@@ -59,8 +61,9 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_float_dtype, is_numeric_dtype
 
-from .io import atomic_path
-from .paths import REPO_ROOT
+from ..errors import InputError
+from ..io import atomic_path
+from ..root import project_root
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-8
@@ -74,6 +77,8 @@ NON_KEY_INTEGERS = ("steps", "ref_step", "n_seeds", "ratio_n_seeds", "threads")
 TIMING_SUBSTRINGS = ("wall", "cpu_s", "seconds", "spent_s", "budget_s", "_per_s", "img_s", "throughput", "time",
                      "_ms", "mem_mb", "speedup", "threads")
 TIMING_DIRS = ("benchmarks",)
+TIMING_FILES = ("dag_timing.csv", "dag_jobs.csv")
+"""Tables of how long the pipeline's jobs took (``scripts/dag_timing.py``): timing only."""
 WALL_LENGTH_DIRS = ("equal_budget",)
 RATIO_COLUMNS = ("ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi")
 SUMMARY_LIST_LIMIT = 20
@@ -83,20 +88,24 @@ DETERMINISTIC, LOAD_DEPENDENT, TIMING = "deterministic", "load-dependent", "timi
 OK, FAIL, REPORT, CONSISTENT, INCONSISTENT = "ok", "FAIL", "report", "consistent", "inconsistent"
 
 
-class ResultsTreeError(ValueError):
+class ResultsTreeError(InputError):
     """A tree of results cannot be compared (missing folder, no CSV, unknown git ref)."""
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """``|actual - expected| <= atol + rtol * |expected|`` passes."""
+    """``|actual - expected| <= atol + rtol * |expected|`` passes (``numpy.isclose``'s rule)."""
 
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
 
-    def limit(self, expected: np.ndarray) -> np.ndarray:
-        scale = np.where(np.isfinite(expected), np.abs(expected), 0.0)
-        return self.atol + self.rtol * scale
+    def close(self, actual, expected, equal_nan: bool = True) -> np.ndarray:
+        """Element-wise pass/fail: ``numpy.isclose`` with this tolerance (NaN equals NaN with
+        ``equal_nan``; equal infinities are close); non-numeric values pass where their text is equal."""
+        if isinstance(actual, pd.Series) and not (is_numeric_dtype(actual) and is_numeric_dtype(expected)):
+            return actual.astype(str).to_numpy() == expected.astype(str).to_numpy()
+        return np.isclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float),
+                          rtol=self.rtol, atol=self.atol, equal_nan=equal_nan)
 
     def __str__(self) -> str:
         return f"rtol={self.rtol:g} atol={self.atol:g}"
@@ -152,8 +161,8 @@ def _in_dirs(label: str, names: Iterable[str]) -> bool:
 
 
 def is_timing_file(label: str) -> bool:
-    """Files under ``benchmarks/`` hold speed measurements only."""
-    return _in_dirs(label, TIMING_DIRS)
+    """Files under ``benchmarks/``, and :data:`TIMING_FILES`, hold speed measurements only."""
+    return _in_dirs(label, TIMING_DIRS) or PurePosixPath(label).name in TIMING_FILES
 
 
 def _skipped(label: str) -> bool:
@@ -230,7 +239,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def read_git_tables(ref: str, profile: str, extras: Iterable[str] = GIT_SHARED_RESULTS,
-                    repo: Path = REPO_ROOT) -> dict[str, pd.DataFrame]:
+                    repo: Path | None = None) -> dict[str, pd.DataFrame]:
     """The committed CSVs of ``results/<profile>`` (and the extras) at git ``ref``, by label.
 
     Labels are relative to ``results/<profile>``, as for :func:`list_csvs`.
@@ -238,12 +247,13 @@ def read_git_tables(ref: str, profile: str, extras: Iterable[str] = GIT_SHARED_R
     base = PurePosixPath("results") / profile
     specs = [base.as_posix()] + [(base / e).as_posix() for e in extras]
     specs = [_label(PurePosixPath(s), ".") for s in specs]  # normalise results/default/../costs.csv
-    names = _git(Path(repo), "ls-tree", "-r", "--name-only", ref, "--", *specs).splitlines()
+    repo = Path(repo) if repo is not None else project_root()
+    names = _git(repo, "ls-tree", "-r", "--name-only", ref, "--", *specs).splitlines()
     out = {}
     for name in names:
         label = _label(PurePosixPath(name), base)
         if name.endswith(".csv") and not _skipped(label):
-            out[label] = read_csv_text(StringIO(_git(Path(repo), "show", f"{ref}:{name}")))
+            out[label] = read_csv_text(StringIO(_git(repo, "show", f"{ref}:{name}")))
     if not out:
         raise ResultsTreeError(f"git ref {ref} holds no CSV under {base}: is the profile name right "
                                f"(--profile), and were its results committed at that ref?")
@@ -298,9 +308,10 @@ def match_rows(expected_keys: list[tuple], actual_keys: list[tuple]
 
 # =========================================================================== value comparison
 def differences(actual: pd.Series, expected: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(abs_diff, rel_diff, expected_values)``; NaN vs NaN is 0, NaN vs a number is inf.
+    """``(abs_diff, rel_diff, expected_values)`` for the report; NaN vs NaN is 0, NaN vs a number is inf.
 
-    Non-numeric columns compare as text: 0 where equal, inf where not.
+    Non-numeric columns compare as text: 0 where equal, inf where not. Pass/fail is
+    :meth:`Tolerance.close`, not these numbers.
     """
     if is_numeric_dtype(actual) and is_numeric_dtype(expected):
         a = actual.to_numpy(dtype=float)
@@ -320,11 +331,11 @@ def differences(actual: pd.Series, expected: pd.Series) -> tuple[np.ndarray, np.
 
 def _column_row(label: str, column: str, kind: str, actual: pd.Series, expected: pd.Series,
                 tol: Tolerance) -> ReportRow:
-    diff, rel, b = differences(actual, expected)
+    diff, rel, _ = differences(actual, expected)
     row = ReportRow(label, column, kind, len(diff), float(diff.max()), float(rel.max()), float(np.median(rel)))
     if kind == DETERMINISTIC:
         row.tolerance = str(tol)
-        bad = diff > tol.limit(b)
+        bad = ~tol.close(actual, expected)
         row.status = FAIL if bad.any() else OK
         if bad.any():
             row.detail = f"{int(bad.sum())} of {len(diff)} values out of tolerance"
@@ -367,9 +378,9 @@ def ratio_consistency(label: str, expected: pd.DataFrame, actual: pd.DataFrame, 
         ratio = float(actual["ratio_vs_dko"].iloc[j])
         if math.isnan(lo) and math.isnan(hi) and math.isnan(ratio):
             continue  # no DKO point to compare with, in either run
-        lo_ok = lo - tol.limit(np.array([lo]))[0]
-        hi_ok = hi + tol.limit(np.array([hi]))[0]
-        inside = lo_ok <= ratio <= hi_ok  # False when any of them is NaN
+        # inside the interval, or within tolerance of one of its ends; False when any of them is NaN
+        inside = bool(lo <= ratio <= hi or tol.close(ratio, lo, equal_nan=False)
+                      or tol.close(ratio, hi, equal_nan=False))
         diff = abs(ratio - ref) if not (math.isnan(ratio) or math.isnan(ref)) else math.inf
         rel = 0.0 if diff == 0 else (diff / abs(ref) if ref else math.inf)
         out.append(ReportRow(label, f"ratio_vs_dko[{_describe(keys, exp_keys[i])}]", "wall-ratio", 1, diff, rel, rel,

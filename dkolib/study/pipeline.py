@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from .budget import BudgetMeter
-from .config import Config
-from .evaluation import hybrid_from_dko, load_design
-from .io import save_torch, seed_everything, set_threads, write_csv
+from ..dko.budget import BudgetMeter
+from ..config import Config
+from ..dko.evaluation import hybrid_from_dko, load_design
+from ..io import load_torch, save_torch, seed_everything, set_threads, write_csv
 from .paths import ProfilePaths
-from .metasurface import MetasurfaceArray
-from .synthesis import make_atom, save_array, summarize_fidelity, synthesize
-from .train import load_depthnet, resolve_device, run_e2e, run_finetune, save_model
+from ..optics.metasurface import MetasurfaceArray
+from ..dko.fidelity import summarize_fidelity
+from ..dko.synthesis import make_atom, save_array, synthesize
+from ..dko.train import load_depthnet, resolve_device, run_e2e, run_finetune, save_model
 
 
 def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | None = None,
@@ -35,7 +35,7 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     engine = engine or cfg.optics.engine
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stored = torch.load(stage1_path, map_location="cpu", weights_only=False)
+    stored = load_torch(stage1_path, map_location="cpu")
     model = load_depthnet(stage1_path, cfg)
     weight = model.conv1_weight().detach().clone()
     budget = BudgetMeter()
@@ -83,13 +83,13 @@ def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: boo
     the whole PSF window, with noise), i.e. what the camera actually delivers. The saved
     model is the same kind of hybrid in every case; evaluation picks the mode.
     """
-    from .evaluation import EVAL_MODES, front_end_mode
+    from ..dko.evaluation import EVAL_MODES, front_end_mode
 
     if mode not in EVAL_MODES:
         raise ValueError(f"fine-tune mode must be one of {EVAL_MODES}, got {mode!r}")
     hybrid = load_design(dko_model_path, cfg)
     budget = BudgetMeter()
-    stored = torch.load(dko_model_path, map_location="cpu", weights_only=False).get("budget")
+    stored = load_torch(dko_model_path, map_location="cpu").get("budget")
     if stored:
         budget.load_state_dict(stored)
 
@@ -155,10 +155,10 @@ def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test",
     """Rows ``design, eval, <metrics>`` for every design in every evaluation mode.
 
     ``designs`` maps names to checkpoints or DKO folders (see
-    :func:`dkolib.evaluation.load_design`; ``stage1`` is the back end of a DKO folder).
+    :func:`dkolib.dko.evaluation.load_design`; ``stage1`` is the back end of a DKO folder).
     """
-    from .data import get_dataset
-    from .evaluation import evaluate_design
+    from ..depth.data import get_dataset
+    from ..dko.evaluation import evaluate_design
 
     dataset = get_dataset(cfg, split, cache_dir or ProfilePaths(cfg.profile).data_cache)
     frames = []
@@ -200,7 +200,7 @@ def equal_budget_jobs(cfg: Config) -> list[tuple[str, str]]:
     reference engine (the paper's kind of simulator), the pair the claim is about
     (DKO and E2E from scratch) and the electronic bound run with it as well.
     """
-    from .equal_budget import METHODS
+    from .protocol import METHODS
 
     jobs = [(m, "fast") for m in METHODS]
     if "reference" in cfg.budget.engines:
@@ -215,33 +215,36 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
     Snakemake runs the same jobs as separate single-threaded processes
     (``workflow/equal_budget.smk``); this path is for a notebook on a fresh clone.
     """
-    from . import equal_budget as eb
+    from .jobs import JobContext, run_job
+    from .protocol import chosen_lr_mult, lr_source, settings_from_config
+    from .snapshots import cleanup_snapshots
+    from .stats import combine, summarize
 
     paths = paths or ProfilePaths(cfg.profile)
     runs_path, summary_path = paths.results / "equal_budget.csv", paths.results / "equal_budget_summary.csv"
     if not (runs_path.exists() and summary_path.exists()):
-        settings = eb.settings_from_config(cfg)
+        settings = settings_from_config(cfg)
         frames, selected = [], {}  # selected: method -> lr multiplier chosen on the search seed
         for seed in settings.seeds:  # the search seed (the first) runs first
             seed_cfg = cfg.replace({"seed": seed, "threads": 1})
             stage1_dir = paths.equal_budget / f"stage1_{seed}"
 
             def run(method: str, engine: str | None, work: Path) -> pd.DataFrame:
-                reuse = eb.lr_source(settings, method, engine, seed) is not None
-                ctx = eb.JobContext(cfg=seed_cfg, settings=settings, seed=seed, cache_dir=paths.data_cache,
+                reuse = lr_source(settings, method, engine, seed) is not None
+                ctx = JobContext(cfg=seed_cfg, settings=settings, seed=seed, cache_dir=paths.data_cache,
                                     stage1_dir=stage1_dir, work=work, progress=progress,
                                     lr_mult=selected.get(method) if reuse else None)
-                out = eb.run_job(method, ctx, engine)
+                out = run_job(method, ctx, engine)
                 if not reuse and method != "electronic" and not out.empty:
-                    selected[method] = eb.chosen_lr_mult(out)
+                    selected[method] = chosen_lr_mult(out)
                 return out
 
             run("stage1", None, stage1_dir)
             for method, engine in equal_budget_jobs(cfg):
                 work = paths.equal_budget / f"{method}_{engine}_{seed}.work"
                 frames.append(run(method, engine, work))
-                eb.cleanup_snapshots(work)
-        runs = eb.combine(frames)
+                cleanup_snapshots(work)
+        runs = combine(frames)
         write_csv(runs, runs_path)
-        write_csv(eb.summarize(runs), summary_path)
+        write_csv(summarize(runs), summary_path)
     return pd.read_csv(runs_path), pd.read_csv(summary_path)

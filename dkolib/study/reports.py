@@ -1,7 +1,7 @@
 """Tables the notebooks show and the pipeline writes (each a pandas DataFrame).
 
 Every function here is a thin composition of the evaluation code in
-:mod:`dkolib.train` and :mod:`dkolib.metrics`; it exists so that notebooks stay
+:mod:`dkolib.dko.train` and :mod:`dkolib.depth.metrics`; it exists so that notebooks stay
 free of logic and the tables are unit-tested.
 """
 
@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Config
-from .data import DepthDataset, get_dataset, motorcycle_scene
-from .metrics import METRIC_COLUMNS
+from ..config import Config
+from ..depth.data import DepthDataset, get_dataset, motorcycle_scene
+from ..depth.metrics import METRIC_COLUMNS
 from .paths import ProfilePaths
-from .train import constant_predictor, evaluate, load_depthnet, run_stage1, training_median_depth
+from ..depth.predict import constant_predictor, training_median_depth
+from ..dko.train import evaluate, load_depthnet, run_stage1
 
 STAGE1_COLUMNS = ["model", "split", *METRIC_COLUMNS]
 
@@ -82,7 +83,7 @@ def dko_kernels(array, gain: torch.Tensor, optics_cfg, engine: str | None = None
     Returns ``{"psf_window": [E, W, W] (loss window, aperture-energy units),
     "signed": [C_out, C_in, k, k] signed crop (P+ - P-), "kernels": gain * signed}``.
     """
-    from .render import crop_center, signed_kernels
+    from ..optics.render import crop_center, signed_kernels
 
     with torch.no_grad():
         psf_window = array.psf(optics_cfg.loss_window_px, engine=engine)
@@ -95,10 +96,10 @@ def gain_restoration(psf_window: torch.Tensor, weight: torch.Tensor, gain: torch
 
     ``none`` uses the PSF crop as the kernel (gain 1, the paper's code: the
     sum-normalised loss leaves each kernel's scale undetermined); ``closed_form``
-    uses :func:`dkolib.synthesis.fit_gain`. Columns: ``gain_mode,
+    uses :func:`dkolib.dko.synthesis.fit_gain`. Columns: ``gain_mode,
     channel_norm_err_mean, channel_norm_err_median``.
     """
-    from .synthesis import fidelity_table
+    from ..dko.fidelity import fidelity_table
 
     rows = []
     for mode, g in (("none", torch.ones_like(gain)), ("closed_form", gain)):

@@ -36,12 +36,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DataError
+
 KITTI_RAW_URL = "https://www.cvlibs.net/datasets/kitti/raw_data.php"
 SPLITS_URL = "https://github.com/nianticlabs/monodepth2/tree/master/splits"
 HOW_TO_GET = (
     f"Get the KITTI raw data (synced+rectified drives and calibration) from {KITTI_RAW_URL} "
     f"and Monodepth2's split files (splits/eigen/test_files.txt, splits/eigen_zhou/*) from {SPLITS_URL}; "
-    "see the dkolib.kitti module docstring for the expected layout"
+    "see the dkolib.depth.kitti module docstring for the expected layout"
 )
 SIDE_TO_CAMERA = {"l": 2, "r": 3, "2": 2, "3": 3}
 DEFAULT_SPLIT_FILES = {
@@ -71,7 +73,7 @@ def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
 
 def _need(calib: dict, key: str, size: int, path: Path) -> np.ndarray:
     if key not in calib or calib[key].size != size:
-        raise ValueError(f"{path}: expected '{key}' with {size} numbers "
+        raise DataError(f"{path}: expected '{key}' with {size} numbers "
                          f"(found {calib.get(key, np.array([])).size}); is this a KITTI calibration file?")
     return calib[key]
 
@@ -115,7 +117,7 @@ def load_velodyne(path: str | Path) -> np.ndarray:
     """KITTI velodyne scan: float32 [N, 4] (x, y, z in metres, reflectance)."""
     data = np.fromfile(path, dtype=np.float32)
     if data.size % 4:
-        raise ValueError(f"{path}: size {data.size * 4} bytes is not a whole number of float32 x 4 points")
+        raise DataError(f"{path}: size {data.size * 4} bytes is not a whole number of float32 x 4 points")
     return data.reshape(-1, 4)
 
 
@@ -144,11 +146,11 @@ def parse_split_lines(lines: Sequence[str]) -> list[tuple[str, int, int]]:
         if not parts:
             continue
         if len(parts) != 3 or parts[2] not in SIDE_TO_CAMERA or not parts[1].isdigit():
-            raise ValueError(f"split line {k + 1} {line.strip()!r} is not 'date/drive frame side' "
+            raise DataError(f"split line {k + 1} {line.strip()!r} is not 'date/drive frame side' "
                              f"(side one of l, r, 2, 3), e.g. '2011_09_26/2011_09_26_drive_0002_sync 69 l'")
         out.append((parts[0], int(parts[1]), SIDE_TO_CAMERA[parts[2]]))
     if not out:
-        raise ValueError("the split has no entries")
+        raise DataError("the split has no entries")
     return out
 
 
@@ -253,7 +255,7 @@ class KittiEigenDataset(Dataset):
 
             raw = np.asarray(Image.open(self.gt_path(i)))
             if raw.dtype != np.uint16 and raw.max() <= 255:
-                raise ValueError(f"{self.gt_path(i)} is not a 16-bit KITTI depth PNG")
+                raise DataError(f"{self.gt_path(i)} is not a 16-bit KITTI depth PNG")
             return (raw.astype(np.float32) / 256.0)
         folder, _, cam = self.entries[i]
         key = (folder.split("/")[0], cam)

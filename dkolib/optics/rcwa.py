@@ -1,6 +1,6 @@
 """RCWA of one meta-atom: a TiO2 nanocylinder on glass, computed with meent.
 
-Geometry and conventions (used by :mod:`dkolib.metaatoms` and
+Geometry and conventions (used by :mod:`dkolib.optics.metaatoms` and
 ``scripts/build_metaatom_library.py``):
 
 - Square lattice of period ``period_m`` (300 nm), one cylinder of radius

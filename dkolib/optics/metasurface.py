@@ -7,9 +7,9 @@ Element ``e`` is simulated at ``wavelengths_m[i]``, the colour of input channel 
 Each element is an ``N x N`` grid of cells (``optics_cfg.n_cells``, odd) at
 ``optics_cfg.cell_pitch_m``. The trainable parameter ``latent [E, N, N]`` is
 
-* for a :class:`~dkolib.metaatoms.MetaAtomLibrary`: an unconstrained radius latent,
+* for a :class:`~dkolib.optics.metaatoms.MetaAtomLibrary`: an unconstrained radius latent,
   ``radius = r_min + (r_max - r_min) * sigmoid(latent)`` (metres);
-* for an :class:`~dkolib.metaatoms.IdealPhaseAtom`: the phase itself (rad).
+* for an :class:`~dkolib.optics.metaatoms.IdealPhaseAtom`: the phase itself (rad).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .psf import cell_coords_m
+from .propagation import cell_coords_m
 
 INITS = ("lens", "random", "phase")
 
@@ -164,7 +164,7 @@ class MetasurfaceArray(nn.Module):
 
         ``k`` must not exceed the sensor windows used later (checked against
         ``optics_cfg.render_window_px``); the weight values are not used here
-        (DKO synthesis fits them, see ``dkolib.synthesis``).
+        (DKO synthesis fits them, see ``dkolib.dko.synthesis``).
         """
         if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2]:
             raise ValueError(f"weight must be [C_out, C_in, k, k], got {tuple(weight.shape)}")
@@ -198,8 +198,8 @@ class MetasurfaceArray(nn.Module):
         return self.atom.transmission_at(lat, wl)
 
     def psf(self, window_px: int, engine: str | None = None, **kwargs) -> torch.Tensor:
-        """PSFs ``[E, W, W]`` of every element (see :func:`dkolib.psf.psf`)."""
-        from .psf import psf as _psf
+        """PSFs ``[E, W, W]`` of every element (see :func:`dkolib.optics.propagation.psf`)."""
+        from .propagation import psf as _psf
         return _psf(self.transmission(), self.wavelengths_m, self.optics_cfg, window_px,
                     engine=engine or self.optics_cfg.engine, **kwargs)
 

@@ -18,7 +18,7 @@ The equal-budget protocol compares methods by what they spend. A
     FlopCounterMode counts matmuls/convolutions (the dominant cost); element-wise
     ops are not counted.
   - analytic counts added with :meth:`BudgetMeter.add_flops`, e.g. the PSF
-    simulation from ``dkolib.psf.count_psf_flops``.
+    simulation from ``dkolib.optics.propagation.count_psf_flops``.
 
 FLOPs are also kept per category (``flops_by``) so reports can split network
 and optics cost. :meth:`state_dict` / :meth:`load_state_dict` let a resumed run

@@ -3,8 +3,8 @@
 The meta-atom is a TiO2 nanocylinder, 600 nm tall, in a 300 nm square lattice
 on a fused-silica substrate, lit at normal incidence **from the substrate
 side** (the zeroth transmitted order leaves into air). The table
-``dkolib/data/metaatom_library.csv`` was computed with meent's RCWA by
-``scripts/build_metaatom_library.py`` (see :mod:`dkolib.rcwa` for geometry,
+``dkolib/optics/data/metaatom_library.csv`` was computed with meent's RCWA by
+``scripts/build_metaatom_library.py`` (see :mod:`dkolib.optics.rcwa` for geometry,
 Fourier orders and conventions). Materials: ALD TiO2 from T. Siefke et al.,
 Adv. Opt. Mater. 4, 1780 (2016); SiO2 from I. H. Malitson, J. Opt. Soc. Am.
 55, 1205 (1965), both from meent's bundled refractiveindex.info tables.
@@ -49,10 +49,12 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..errors import DataError
+
 DEFAULT_LIBRARY_PATH = Path(__file__).resolve().parent / "data" / "metaatom_library.csv"
 CSV_COLUMNS = ("wavelength_m", "radius_m", "t_real", "t_imag", "amplitude", "phase_rad")
 BUILD_HINT = (
-    "build it with `python scripts/build_metaatom_library.py --out dkolib/data/metaatom_library.csv "
+    "build it with `python scripts/build_metaatom_library.py --out dkolib/optics/data/metaatom_library.csv "
     "--convergence results/metaatoms/convergence.csv` (6-9 minutes on one core) or the "
     "corresponding snakemake rule"
 )
@@ -242,7 +244,7 @@ class MetaAtomLibrary:
     # ------------------------------------------------------------------ I/O
     @classmethod
     def load(cls, path: str | Path | None = None) -> "MetaAtomLibrary":
-        """Read the library CSV (default: the packaged ``dkolib/data/metaatom_library.csv``)."""
+        """Read the library CSV (default: the packaged ``dkolib/optics/data/metaatom_library.csv``)."""
         import pandas as pd
 
         path = DEFAULT_LIBRARY_PATH if path is None else Path(path)
@@ -251,7 +253,7 @@ class MetaAtomLibrary:
         df = pd.read_csv(path)
         missing = [c for c in ("wavelength_m", "radius_m", "t_real", "t_imag") if c not in df.columns]
         if missing:
-            raise ValueError(f"{path} lacks columns {missing} (expected {list(CSV_COLUMNS)}); {BUILD_HINT}")
+            raise DataError(f"{path} lacks columns {missing} (expected {list(CSV_COLUMNS)}); {BUILD_HINT}")
         wls = np.unique(df.wavelength_m.to_numpy(np.float64))
         radii = np.unique(df.radius_m.to_numpy(np.float64))
         if len(df) != len(wls) * len(radii) or df.duplicated(["wavelength_m", "radius_m"]).any():

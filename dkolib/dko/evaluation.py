@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from ..io import load_torch
 from .frontend import find_frontend  # noqa: F401  (re-exported: evaluation.find_frontend)
 
 EVAL_MODES = ("crop", "full_psf", "full_psf_noise")
@@ -38,7 +39,7 @@ EVAL_COLUMNS = ("design", "eval") + METRIC_NAMES
 
 def _metric_names() -> tuple[str, ...]:
     try:
-        from .metrics import METRIC_COLUMNS
+        from ..depth.metrics import METRIC_COLUMNS
         return tuple(METRIC_COLUMNS)
     except ImportError:
         return METRIC_NAMES
@@ -52,7 +53,7 @@ def hybrid_from_dko(stage1_model: nn.Module, array: nn.Module, gain: torch.Tenso
         stage1_model: trained electronic ``DepthNet`` (left untouched).
         array: ``MetasurfaceArray`` with ``2 * C1 * 3`` elements (shared, not copied; its
             parameters are frozen).
-        gain: ``[C1]`` electronic gain (e.g. :func:`dkolib.synthesis.fit_gain`); None = ones.
+        gain: ``[C1]`` electronic gain (e.g. :func:`dkolib.dko.synthesis.fit_gain`); None = ones.
         optics_cfg: :class:`dkolib.config.OpticsConfig`.
         mode: ``'crop'`` | ``'full_psf'`` | ``'full_psf_noise'``.
         engine: PSF engine.
@@ -169,9 +170,9 @@ def load_design(path: str | Path, cfg=None, stage1: str | Path | None = None, en
     ``cfg`` overrides the configuration stored in the checkpoint (its optics and model
     sections must match the stored arrays). Returns the model in eval mode.
     """
-    from .config import from_dict
+    from ..config import from_dict
     from .frontend import make_hybrid
-    from .model import DepthNet
+    from ..depth.network import DepthNet
     from .synthesis import load_array
     from .train import load_depthnet
 
@@ -182,12 +183,11 @@ def load_design(path: str | Path, cfg=None, stage1: str | Path | None = None, en
         if stage1 is None:
             raise ValueError(f"design {path} is a DKO array: pass the stage-1 network checkpoint (stage1=...)")
         base = load_depthnet(Path(stage1), cfg)
-        cfg_ = cfg if cfg is not None else from_dict(torch.load(stage1, map_location="cpu",
-                                                                weights_only=False)["config"])
+        cfg_ = cfg if cfg is not None else from_dict(load_torch(stage1, map_location="cpu")["config"])
         array = load_array(path / "array.pt", cfg_.optics)
-        gain = torch.load(path / "gain.pt", map_location="cpu", weights_only=False)
+        gain = load_torch(path / "gain.pt", map_location="cpu")
         return hybrid_from_dko(base, array, gain, cfg_.optics, "crop", engine or cfg_.optics.engine)
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = load_torch(path, map_location="cpu")
     if not isinstance(obj, dict) or "kind" not in obj or "state_dict" not in obj:
         raise ValueError(f"{path} is not a checkpoint written by train.save_model (no 'kind'/'state_dict')")
     kind = str(obj["kind"])

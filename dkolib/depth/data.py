@@ -1,10 +1,10 @@
 """Datasets: the embedded synthetic street scenes, KITTI, and one real indoor stereo scene.
 
-* :func:`generate_split` renders a split of :mod:`dkolib.scenes` street scenes;
+* :func:`generate_split` renders a split of :mod:`dkolib.depth.scenes` street scenes;
   :func:`save_split` / :func:`load_split` cache it as a compressed ``.npz``.
 * :class:`DepthDataset` serves ``{"rgb": [3, H, W] in [0, 1], "depth_m": [1, H, W]}``.
 * :func:`get_dataset` is what the pipeline calls: the cached synthetic split
-  (rendered on first use) or KITTI (:mod:`dkolib.kitti`), chosen by
+  (rendered on first use) or KITTI (:mod:`dkolib.depth.kitti`), chosen by
   ``cfg.data.dataset``.
 * :func:`motorcycle_scene` is the Middlebury 2014 "Motorcycle" stereo pair that
   ships inside scikit-image, with metric depth from its ground-truth disparity:
@@ -13,7 +13,7 @@
 Depth convention everywhere: metres along the optical axis (z-depth); 0 means
 "no ground truth". In the synthetic data, sky and anything beyond the cap is
 exactly ``max_depth_m``; Monodepth2's evaluation mask ``min < gt < max``
-excludes it (see :mod:`dkolib.scenes`).
+excludes it (see :mod:`dkolib.depth.scenes`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import atomic_path
+from ..errors import DataError
+from ..io import atomic_path
 from .scenes import SCENE_VERSION, render_scene
 
 SPLITS = ("train", "val", "test")
@@ -122,26 +123,26 @@ def load_split(path: str | Path, expected_meta: dict | None = None) -> dict:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
     except (OSError, EOFError, ValueError, AttributeError, zipfile.BadZipFile) as err:
-        raise ValueError(f"dataset file {path} cannot be read as an .npz ({err}); {REGENERATE_HINT}") from err
+        raise DataError(f"dataset file {path} cannot be read as an .npz ({err}); {REGENERATE_HINT}") from err
     missing = {"rgb", "depth_m"} - set(arrays)
     if missing:
-        raise ValueError(f"dataset file {path} lacks arrays {sorted(missing)}; {REGENERATE_HINT}")
+        raise DataError(f"dataset file {path} lacks arrays {sorted(missing)}; {REGENERATE_HINT}")
     rgb, depth = arrays["rgb"], arrays["depth_m"]
     _check_arrays(rgb, depth, f"dataset file {path}")
     if expected_meta is not None:
         diff = {k: (meta.get(k), v) for k, v in expected_meta.items() if meta.get(k) != v}
         if diff:
             desc = ", ".join(f"{k}: file has {a!r}, config wants {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"dataset file {path} is stale ({desc}); {REGENERATE_HINT}")
+            raise DataError(f"dataset file {path} is stale ({desc}); {REGENERATE_HINT}")
     return {"rgb": rgb, "depth_m": depth, "meta": meta}
 
 
 def _check_arrays(rgb: np.ndarray, depth: np.ndarray, what: str) -> None:
     if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"{what}: rgb must be uint8 [N, H, W, 3], got {rgb.dtype} {list(rgb.shape)}; "
+        raise DataError(f"{what}: rgb must be uint8 [N, H, W, 3], got {rgb.dtype} {list(rgb.shape)}; "
                          f"{REGENERATE_HINT}")
     if depth.shape != rgb.shape[:3] or depth.dtype != np.float32:
-        raise ValueError(f"{what}: depth_m must be float32 [N, H, W] = {list(rgb.shape[:3])}, got "
+        raise DataError(f"{what}: depth_m must be float32 [N, H, W] = {list(rgb.shape[:3])}, got "
                          f"{depth.dtype} {list(depth.shape)}; {REGENERATE_HINT}")
 
 
@@ -201,8 +202,8 @@ def get_dataset(cfg, split: str, cache_dir: str | Path, flip: bool = False) -> D
     * ``synthetic``: ``cache_dir/<split>.npz``, rendered and written (atomically)
       if absent; a cache made with other settings raises with the command
       that regenerates it.
-    * ``kitti``: :class:`dkolib.kitti.KittiEigenDataset` under
-      ``cfg.data.kitti_root`` (see :func:`dkolib.kitti.kitti_split_file`).
+    * ``kitti``: :class:`dkolib.depth.kitti.KittiEigenDataset` under
+      ``cfg.data.kitti_root`` (see :func:`dkolib.depth.kitti.kitti_split_file`).
 
     Items are ``{"rgb": [3, H, W], "depth_m": [1, H, W]}`` at ``cfg.data.height x width``.
     """
@@ -212,7 +213,7 @@ def get_dataset(cfg, split: str, cache_dir: str | Path, flip: bool = False) -> D
 
         root = cfg.data.kitti_root
         if not root:
-            raise ValueError("data.dataset is 'kitti' but data.kitti_root is empty: set it to the folder of "
+            raise DataError("data.dataset is 'kitti' but data.kitti_root is empty: set it to the folder of "
                              "your KITTI raw download (e.g. data.kitti_root=/path/to/kitti_raw)")
         return KittiEigenDataset(root, kitti_split_file(root, split), cfg.data.height, cfg.data.width,
                                  flip=flip, seed=cfg.seed)

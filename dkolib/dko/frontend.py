@@ -33,8 +33,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .config import OpticsConfig
-from .render import crop_center
+from ..config import OpticsConfig
+from ..optics.render import crop_center
 
 MODES = ("crop", "full_psf", "full_psf_noise")
 ENGINES = ("fast", "reference")
@@ -43,17 +43,17 @@ ENGINES = ("fast", "reference")
 # Thin indirections to the optics modules (resolved at call time so that this
 # module imports without them, and tests can substitute them).
 def _compute_psf(array: nn.Module, optics_cfg: OpticsConfig, window_px: int, engine: str) -> torch.Tensor:
-    from .psf import psf
+    from ..optics.propagation import psf
     return psf(array, array.wavelengths_m, optics_cfg, window_px, engine=engine)
 
 
 def _optical_conv(images, psf_pos, psf_neg, gain, noise, generator):
-    from .render import optical_conv
+    from ..optics.render import optical_conv
     return optical_conv(images, psf_pos, psf_neg, stride=2, gain=gain, noise=noise, generator=generator)
 
 
 def _sensor_noise(optics_cfg: OpticsConfig):
-    from .render import SensorNoise
+    from ..optics.render import SensorNoise
     return SensorNoise(optics_cfg.photons_per_pixel, optics_cfg.read_noise_e)
 
 

@@ -1,18 +1,9 @@
 """Training loops with budget accounting: stage 1, end-to-end (E2E), fine-tuning.
 
-Loss (supervised depth)
------------------------
-:func:`depth_loss` is the mean absolute error of **log depth** over valid
-ground-truth pixels (``min_depth_m <= gt <= max_depth_m``; gt 0 = invalid),
-averaged over all disparity scales, each upsampled bilinearly to full
-resolution (Monodepth2's multi-scale trick) and decoded to metres with
-Monodepth2's :func:`~dkolib.model.disp_to_depth` (0.1 m .. 100 m). Why: it is
-metric (no scale ambiguity, so evaluation works without median scaling), treats
-near and far errors relatively (like AbsRel, the headline metric), is robust
-(L1) and needs no tuning weights -- what a short CPU schedule wants. The same
-loss trains stage 1 and the joint E2E baseline, so the comparison is on equal
-terms. The optics-only E2E baseline uses the paper's loss instead: MSE between
-the student's and the frozen teacher's sigmoid disparities (all scales).
+Loss: :func:`dkolib.depth.losses.depth_loss` (metric log-depth L1) for stage 1,
+the joint E2E baseline and the fine-tunes, so the comparison is on equal terms;
+the optics-only E2E baseline distils the frozen teacher's disparities
+(:func:`dkolib.depth.losses.disparity_distillation_loss`).
 
 Loop
 ----
@@ -25,14 +16,14 @@ history, budget meter) every ``checkpoint_every`` steps and at the end. If the
 checkpoint exists it resumes from it; the result is bit-identical to an
 uninterrupted run with the same seed and thread count.
 
-Budget: only training steps are charged to the :class:`~dkolib.budget.BudgetMeter`
+Budget: only training steps are charged to the :class:`~dkolib.dko.budget.BudgetMeter`
 (data loading, forward, backward, optimizer, optical simulation); evaluation and
 checkpoint I/O are not (they are measurement, identical for every method).
 When a front end with trainable optics is trained, the PSF simulation is split
 out of the counted graph: PSFs are computed, a detached copy goes through the
 network under ``FlopCounterMode``, and the PSF gradient is back-propagated
 separately; the simulation is charged analytically (``extra_step_flops``: 3x
-the forward count of ``psf.count_psf_flops``, forward + backward), so it is
+the forward count of ``dkolib.optics.propagation.count_psf_flops``, forward + backward), so it is
 neither missed (FFTs are not counted by FlopCounterMode) nor counted twice.
 The network FLOPs are counted once per input shape on an untimed dry run of
 a deep copy (so FlopCounterMode's overhead is not billed as training time and
@@ -52,14 +43,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .budget import BudgetMeter
-from .config import Config
+from ..config import Config
 from .frontend import OpticalFrontEnd, find_frontend, make_hybrid
-from .io import save_torch, seed_everything, set_threads, write_csv
-from .model import DepthNet, depth_to_disp, disp_to_depth
+from ..io import load_torch, save_torch, seed_everything, set_threads, write_csv
+from ..depth.losses import disparity_distillation_loss, make_depth_loss
+from ..depth.network import DepthNet
+from ..depth.predict import predict_depth
 
 BACKWARD_FACTOR = 2.0
 """Backward pass cost as a multiple of the forward pass (usual convention), for analytic counts."""
@@ -67,75 +59,31 @@ BACKWARD_FACTOR = 2.0
 
 # --------------------------------------------------------------------------- hooks to other modules
 def _get_dataset(cfg: Config, split: str, cache_dir: Path, flip: bool = False):
-    from .data import get_dataset
+    from ..depth.data import get_dataset
     return get_dataset(cfg, split, cache_dir, flip=flip)
 
 
 def _compute_metrics(pred_m, gt_m, min_depth_m, max_depth_m, median_scaling, garg_crop) -> dict:
-    from .metrics import compute_depth_metrics
+    from ..depth.metrics import compute_depth_metrics
     return compute_depth_metrics(pred_m, gt_m, min_depth_m, max_depth_m,
                                  median_scaling=median_scaling, garg_crop=garg_crop)
 
 
 def _count_psf_flops(optics_cfg, window_px: int, engine: str) -> float:
     """FLOPs of one forward PSF simulation of ONE metasurface on a ``window_px`` window."""
-    from .psf import count_psf_flops
+    from ..optics.propagation import count_psf_flops
     return float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine,
                                  optics_cfg=optics_cfg))
 
 
 def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator) -> nn.Module:
-    from .metasurface import MetasurfaceArray
-    from .metaatoms import IdealPhaseAtom, MetaAtomLibrary
+    from ..optics.metasurface import MetasurfaceArray
+    from ..optics.metaatoms import IdealPhaseAtom, MetaAtomLibrary
     atom = MetaAtomLibrary.load() if cfg.optics.meta_atom == "tio2" else IdealPhaseAtom()
     return MetasurfaceArray(n_out, 3, cfg.optics, atom, init=init, generator=generator)
 
 
 # --------------------------------------------------------------------------- losses
-def _valid_mask(gt_m: torch.Tensor, min_depth_m: float, max_depth_m: float) -> torch.Tensor:
-    return (gt_m > 0) & (gt_m >= min_depth_m) & (gt_m <= max_depth_m)
-
-
-def depth_loss(outputs: dict, gt_m: torch.Tensor, min_depth_m: float = 1e-3,
-               max_depth_m: float = 80.0) -> torch.Tensor:
-    """Multi-scale L1 of log depth on valid pixels (see module docstring).
-
-    Args:
-        outputs: ``{("disp", s): [B, 1, H/2^s, W/2^s]}`` sigmoid disparities.
-        gt_m: ``[B, 1, H, W]`` ground-truth depth in metres (0 = invalid).
-    Returns a scalar (dimensionless: mean |log(pred_m / gt_m)|).
-    """
-    keys = sorted(k for k in outputs if isinstance(k, tuple) and k[0] == "disp")
-    if not keys:
-        raise KeyError("outputs contain no ('disp', s) entries")
-    valid = _valid_mask(gt_m, min_depth_m, max_depth_m)
-    n_valid = valid.sum()
-    if int(n_valid) == 0:
-        return sum(outputs[k].sum() for k in keys) * 0.0
-    weight = valid.to(gt_m.dtype) / n_valid  # masked mean without boolean indexing (faster on CPU)
-    log_gt = torch.log(torch.where(valid, gt_m, torch.ones_like(gt_m)))
-    total = 0.0
-    for k in keys:
-        disp = outputs[k]
-        if disp.shape[-2:] != gt_m.shape[-2:]:
-            disp = F.interpolate(disp, size=gt_m.shape[-2:], mode="bilinear", align_corners=False)
-        scaled, _ = disp_to_depth(disp)
-        log_pred = -torch.log(scaled)
-        total = total + ((log_pred - log_gt).abs() * weight).sum()
-    return total / len(keys)
-
-
-def make_depth_loss(min_depth_m: float = 1e-3, max_depth_m: float = 80.0) -> Callable:
-    """``loss_fn(model, batch) -> scalar`` applying :func:`depth_loss` to ``model(batch['rgb'])``."""
-    def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
-        return depth_loss(model(batch["rgb"]), batch["depth_m"], min_depth_m, max_depth_m)
-    return loss_fn
-
-
-def disparity_distillation_loss(student: dict, teacher: dict) -> torch.Tensor:
-    """Mean over scales of the MSE between sigmoid disparities (the paper's optics-only loss)."""
-    keys = sorted(k for k in teacher if isinstance(k, tuple) and k[0] == "disp")
-    return sum(F.mse_loss(student[k], teacher[k]) for k in keys) / len(keys)
 
 
 # --------------------------------------------------------------------------- data sampling
@@ -212,7 +160,8 @@ def _rng_state(dataset=None) -> dict:
 
 def _set_rng_state(state: dict, dataset=None) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]  # the key array comes back from a tensor file as a tensor
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     gen = getattr(dataset, "generator", None)
     if "dataset" in state and isinstance(gen, torch.Generator):
@@ -317,7 +266,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     start = 0
     stop_reason = "steps"
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_torch(ckpt, map_location="cpu")
         if state["steps"] != steps or state["batch_size"] != batch_size or state["seed"] != seed:
             raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']}, "
                              f"batch_size={state['batch_size']}, seed={state['seed']}; this run asks for "
@@ -405,58 +354,13 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
 
 
 # --------------------------------------------------------------------------- evaluation
-class ConstantDepth(nn.Module):
-    """Baseline predicting one depth everywhere: ``forward(rgb) -> {("disp", 0): [B,1,H,W]}``."""
-
-    def __init__(self, depth_m: float):
-        super().__init__()
-        if not depth_m > 0:
-            raise ValueError(f"depth_m must be positive, got {depth_m}")
-        self.depth_m = float(depth_m)
-        self.register_buffer("disp", depth_to_disp(self.depth_m).reshape(()))
-
-    def forward(self, rgb: torch.Tensor) -> dict:
-        b, _, h, w = rgb.shape
-        return {("disp", 0): self.disp.expand(b, 1, h, w).clone()}
-
-
-def constant_predictor(depth_m: float) -> ConstantDepth:
-    """The constant-depth baseline (use the training median, :func:`training_median_depth`)."""
-    return ConstantDepth(depth_m)
-
-
-def training_median_depth(dataset, min_depth_m: float = 1e-3, max_depth_m: float = 80.0,
-                          max_items: int = 256) -> float:
-    """Median (m) of the evaluated ground-truth depths over up to ``max_items`` evenly spaced items.
-
-    The pixels are those the metrics score (Monodepth2's mask ``min < gt < max``):
-    sky stored at the cap is left out, so the constant baseline is the best
-    constant for the evaluated pixels rather than one pulled towards the sky.
-    """
-    n = len(dataset)
-    idx = np.unique(np.linspace(0, n - 1, min(n, max_items)).round().astype(int))
-    vals = []
-    for i in idx:
-        d = torch.as_tensor(dataset[int(i)]["depth_m"])
-        vals.append(d[(d > min_depth_m) & (d < max_depth_m)])
-    allv = torch.cat(vals)
-    if allv.numel() == 0:
-        raise ValueError("no valid ground-truth depth in the dataset")
-    return float(allv.median())
-
-
-@torch.no_grad()
-def predict_depth(model: nn.Module, rgb: torch.Tensor) -> torch.Tensor:
-    """Depth in metres ``[B, 1, H, W]`` from the finest disparity of ``model(rgb)``."""
-    _, depth = disp_to_depth(model(rgb)[("disp", 0)])
-    return depth
 
 
 def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = False, batch_size: int = 8,
              max_items: int | None = None, noise_seed: int = 0) -> dict:
     """Mean per-image depth metrics of ``model`` on ``dataset`` (batched, no grad).
 
-    Uses ``metrics.compute_depth_metrics`` with ``cfg.data.min/max_depth_m`` (Garg
+    Uses ``dkolib.depth.metrics.compute_depth_metrics`` with ``cfg.data.min/max_depth_m`` (Garg
     crop for KITTI). A noisy optical front end draws its noise from a generator
     seeded with ``noise_seed`` (the same noise for every model), and the global
     RNG and the modules' train/eval modes are left as they were.
@@ -505,8 +409,8 @@ def save_model(model: nn.Module, path: Path, cfg: Config, budget: BudgetMeter | 
 
 def load_depthnet(path: Path, cfg: Config | None = None) -> DepthNet:
     """Load an electronic :class:`DepthNet` written by :func:`save_model` (``kind='electronic'``)."""
-    from .config import from_dict
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    from ..config import from_dict
+    obj = load_torch(path, map_location="cpu")
     if obj.get("kind") != "electronic":
         raise ValueError(f"{path} holds a '{obj.get('kind')}' model, not an electronic DepthNet")
     cfg = cfg if cfg is not None else from_dict(obj["config"])

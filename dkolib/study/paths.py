@@ -1,19 +1,21 @@
 """Where every artefact of the pipeline lives (one source of truth for paths).
 
-Layout, relative to the repository root::
+Layout, relative to the project root (:func:`dkolib.root.project_root`: the working
+directory or the nearest parent with ``config/``, or ``$DKOLIB_ROOT``)::
 
     cache/data/<profile>/{train,val,test}.npz   generated data (not committed)
     results/<profile>/...                        tables, checkpoints, executed notebooks
+    results/<profile>/benchmarks/*.tsv, run.json Snakemake's per-job benchmarks, the last run's times
     results/benchmarks/*.csv                     speed measurements (machine-specific)
     figures/<profile>/*.png|pdf                  figures
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from ..root import project_root
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class ProfilePaths:
     """All paths of one profile's run. ``root`` defaults to the repository root."""
 
     profile: str
-    root: Path = REPO_ROOT
+    root: Path = field(default_factory=project_root)
 
     @property
     def data_cache(self) -> Path:

@@ -7,7 +7,7 @@ Layout
   multiple of 4, at least 4). Its first layer -- in ResNet the 7x7 stride-2
   convolution -- is the attribute ``first_layer``: any ``nn.Module`` mapping
   ``[B, 3, H, W] -> [B, C1, H/2, W/2]``. By default an :class:`ElectronicConv1`;
-  swap in an optical front end (``dkolib.frontend.OpticalFrontEnd``) with
+  swap in an optical front end (``dkolib.dko.frontend.OpticalFrontEnd``) with
   :meth:`DepthNet.replace_first_layer`. BatchNorm, ReLU and the 3x3 stride-2
   max-pool that follow conv1 in ResNet stay in the electronic back end.
 * Decoder: Monodepth2's depth decoder (3x3 conv + ELU with reflection padding,
@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import metrics
-from .config import ModelConfig
+from ..config import ModelConfig
 
 ENCODER_BASE_WIDTHS = (64, 64, 128, 256, 512)
 DECODER_BASE_WIDTHS = (16, 32, 64, 128, 256)
@@ -75,7 +75,7 @@ def conv1_channels(model_cfg: ModelConfig) -> int:
 def disp_to_depth(disp: torch.Tensor, min_depth_m: float = DISP_MIN_DEPTH_M,
                   max_depth_m: float = DISP_MAX_DEPTH_M) -> tuple[torch.Tensor, torch.Tensor]:
     """Monodepth2's mapping of a sigmoid output to (scaled disparity [1/m], depth [m])
-    (:func:`dkolib.metrics.disp_to_depth` with the network's depth range)."""
+    (:func:`dkolib.depth.metrics.disp_to_depth` with the network's depth range)."""
     return metrics.disp_to_depth(disp, min_depth_m, max_depth_m)
 
 

@@ -54,9 +54,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
+
+from .raycast import _EPS, _intersect, _pixel_rect, _rotation
+from .textures import _DETAIL_NAMES, _PHOTO_NAMES, _band, _pulse, _sample, _textures, _value_noise
 
 KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])
 """KITTI's intrinsics divided by image width (row 0) and height (row 1), as in Monodepth2."""
@@ -64,8 +66,6 @@ SCENE_VERSION = 1
 """Bumped whenever a change to this module changes the rendered scenes (stales caches)."""
 KITTI_CAMERA_HEIGHT_M = 1.65
 """Height of KITTI's colour cameras above the road."""
-
-_EPS = 1e-9
 
 
 def camera_intrinsics(height: int, width: int) -> np.ndarray:
@@ -95,106 +95,6 @@ def _check_size(height: int, width: int) -> None:
 
 
 # --------------------------------------------------------------------------- textures
-
-
-@dataclass(frozen=True)
-class _Pyramid:
-    """Mip-map pyramid of one image, flattened: level l is (h >> l) x (w >> l) x C."""
-
-    flat: np.ndarray  # [sum of level sizes, C] float32
-    offsets: np.ndarray  # [L] int64
-    heights: np.ndarray  # [L] int64
-    widths: np.ndarray  # [L] int64
-
-    @property
-    def levels(self) -> int:
-        return len(self.offsets)
-
-
-def _build_pyramid(img: np.ndarray) -> _Pyramid:
-    """Box-filter mip pyramid of a float image [h, w, C] (odd edges are dropped)."""
-    levels = [img.astype(np.float32)]
-    while min(levels[-1].shape[:2]) >= 2:
-        a = levels[-1]
-        h, w = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
-        a = a[:h, :w]
-        levels.append(0.25 * (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]))
-    sizes = [lv.shape[0] * lv.shape[1] for lv in levels]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    flat = np.concatenate([lv.reshape(-1, lv.shape[2]) for lv in levels], axis=0)
-    return _Pyramid(
-        flat=np.ascontiguousarray(flat),
-        offsets=offsets,
-        heights=np.array([lv.shape[0] for lv in levels], dtype=np.int64),
-        widths=np.array([lv.shape[1] for lv in levels], dtype=np.int64),
-    )
-
-
-def _sample(pyr: _Pyramid, s: np.ndarray, t: np.ndarray, texel_m: float, footprint_m: np.ndarray,
-            wrap: bool = True) -> np.ndarray:
-    """Trilinear-in-level, nearest-in-texel lookup of ``pyr`` at surface coords (metres).
-
-    ``s`` runs along image columns, ``t`` along rows; ``texel_m`` is the size of
-    one level-0 texel on the surface; ``footprint_m`` the pixel's footprint.
-    Returns [P, C] float32.
-    """
-    lod = np.log2(np.maximum(footprint_m / texel_m, 1.0))
-    lod = np.minimum(lod, pyr.levels - 1)
-    l0 = np.floor(lod).astype(np.int64)
-    frac = (lod - l0).astype(np.float32)[:, None]
-    l1 = np.minimum(l0 + 1, pyr.levels - 1)
-    out = None
-    for lv, weight in ((l0, 1.0 - frac), (l1, frac)):
-        scale = texel_m * (2.0 ** lv)
-        hs, ws = pyr.heights[lv], pyr.widths[lv]
-        iu = np.floor(s / scale).astype(np.int64)
-        iv = np.floor(t / scale).astype(np.int64)
-        if wrap:
-            iu %= ws
-            iv %= hs
-        else:
-            np.clip(iu, 0, ws - 1, out=iu)
-            np.clip(iv, 0, hs - 1, out=iv)
-        val = pyr.flat[pyr.offsets[lv] + iv * ws + iu] * weight
-        out = val if out is None else out + val
-    return out
-
-
-# grey detail textures: (skimage loader, metres covered by the 512-px photo, transpose, contrast)
-_DETAIL_SPECS = {
-    "brick": ("brick", 0.9, True, 0.35),  # bricks lie horizontally on a wall after transposing
-    "pavers": ("brick", 1.2, False, 0.35),
-    "grass": ("grass", 0.6, False, 0.35),
-    "gravel": ("gravel", 0.5, False, 0.35),  # asphalt aggregate
-    "concrete": ("moon", 4.0, False, 0.12),  # stucco / concrete; low contrast hides the craters
-}
-_DETAIL_NAMES = tuple(_DETAIL_SPECS)
-_PHOTO_NAMES = ("coffee", "chelsea", "astronaut", "rocket")
-
-
-@lru_cache(maxsize=1)
-def _textures() -> tuple[dict, dict]:
-    """Load the bundled photographs once per process (no network access)."""
-    import skimage.data
-
-    details = {}
-    for key, (loader, metres, transpose, contrast) in _DETAIL_SPECS.items():
-        img = getattr(skimage.data, loader)().astype(np.float32) / 255.0
-        if img.ndim == 3:
-            img = img.mean(axis=2)
-        if transpose:
-            img = img.T
-        # detail map around 1 (zero-mean contrast), mirror-tiled so that it is seamless
-        z = np.clip((img - img.mean()) / (img.std() + 1e-6), -2.5, 2.5)  # tame outliers (moon craters)
-        detail = 1.0 + contrast * z
-        tiled = np.concatenate([detail, detail[:, ::-1]], axis=1)
-        tiled = np.concatenate([tiled, tiled[::-1]], axis=0)
-        details[key] = (_build_pyramid(tiled[..., None]), metres / img.shape[0])
-    photos = {}
-    for name in _PHOTO_NAMES:
-        img = getattr(skimage.data, name)().astype(np.float32) / 255.0
-        photos[name] = _build_pyramid(img[..., :3])
-    return details, photos
 
 
 # --------------------------------------------------------------------------- scene layout
@@ -443,111 +343,6 @@ def _layout(rng: np.random.Generator) -> _Layout:
 
 
 # --------------------------------------------------------------------------- ray casting
-
-
-def _rotation(yaw: float, pitch: float) -> np.ndarray:
-    """Camera-to-world rotation: pitch about x (positive looks down), then yaw about y."""
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    cy, sy = math.cos(yaw), math.sin(yaw)
-    r_pitch = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    r_yaw = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    return r_yaw @ r_pitch
-
-
-def _pixel_rect(solid: _Solid, rot: np.ndarray, k: np.ndarray, height: int, width: int):
-    """Rows/cols (half-open) of the pixels whose rays may hit ``solid``; None if none can."""
-    pc = solid.corners() @ rot  # world -> camera (rot is orthonormal): p_c = R^T p_w
-    z = pc[:, 2]
-    if np.all(z <= 0.05):
-        return None
-    if np.any(z <= 0.05):
-        return 0, height, 0, width  # straddles the camera plane: test every pixel
-    u = k[0, 0] * pc[:, 0] / z + k[0, 2]
-    v = k[1, 1] * pc[:, 1] / z + k[1, 2]
-    c0, c1 = int(math.floor(u.min() - 0.5)), int(math.ceil(u.max() + 0.5))
-    r0, r1 = int(math.floor(v.min() - 0.5)), int(math.ceil(v.max() + 0.5))
-    c0, r0 = max(c0, 0), max(r0, 0)
-    c1, r1 = min(c1, width), min(r1, height)
-    if c0 >= c1 or r0 >= r1:
-        return None
-    return r0, r1, c0, c1
-
-
-def _intersect(solid: _Solid, d: np.ndarray):
-    """Ray parameter ``t`` (inf where missed) and unit normals for rays ``origin + t d``; d: [3, h, w]."""
-    if solid.kind == "box":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / d
-            t1 = solid.a[:, None, None] * inv
-            t2 = solid.b[:, None, None] * inv
-        tnear = np.minimum(t1, t2)
-        tfar = np.maximum(t1, t2)
-        axis = np.argmax(tnear, axis=0)
-        t_in = np.max(tnear, axis=0)
-        t_out = np.min(tfar, axis=0)
-        hit = (t_out >= t_in) & (t_in > 1e-3)
-        t = np.where(hit, t_in, np.inf)
-        normal = np.zeros_like(d)
-        sign = -np.sign(np.take_along_axis(d, axis[None], axis=0)[0])
-        for ax in range(3):
-            normal[ax] = np.where(axis == ax, sign, 0.0)
-        return t, normal
-    if solid.kind == "cyl":
-        xc, ytop, zc = solid.a
-        r, ybot = solid.b[0], solid.b[1]
-        a = d[0] ** 2 + d[2] ** 2
-        b = d[0] * xc + d[2] * zc
-        c = xc * xc + zc * zc - r * r
-        disc = b * b - a * c
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = (b - np.sqrt(disc)) / a
-        y = t * d[1]
-        hit = (disc >= 0) & (t > 1e-3) & (y >= ytop) & (y <= ybot)
-        t = np.where(hit, t, np.inf)
-        normal = np.stack([t * d[0] - xc, np.zeros_like(t), t * d[2] - zc]) / r
-        return t, normal
-    centre, r = solid.a, solid.b[0]
-    a = (d * d).sum(axis=0)
-    b = np.tensordot(centre, d, axes=(0, 0))
-    c = float(centre @ centre) - r * r
-    disc = b * b - a * c
-    with np.errstate(invalid="ignore"):
-        t = (b - np.sqrt(disc)) / a
-    hit = (disc >= 0) & (t > 1e-3)
-    t = np.where(hit, t, np.inf)
-    normal = (t[None] * d - centre[:, None, None]) / r
-    return t, normal
-
-
-def _pulse(coord: np.ndarray, period, start, stop, footprint: np.ndarray) -> np.ndarray:
-    """Coverage in [0, 1] of the periodic interval [start, stop) (mod period), box-filtered."""
-    f = np.mod(coord, period)
-    inside = np.minimum(f - start, stop - f)
-    cov = np.clip(inside / np.maximum(footprint, 1e-6) + 0.5, 0.0, 1.0)
-    duty = (np.asarray(stop) - np.asarray(start)) / np.asarray(period)
-    blend = np.clip(footprint / np.asarray(period), 0.0, 1.0)
-    return cov * (1.0 - blend) + duty * blend
-
-
-def _band(coord: np.ndarray, lo, hi, footprint: np.ndarray) -> np.ndarray:
-    """Coverage in [0, 1] of the interval [lo, hi), box-filtered by ``footprint``."""
-    inside = np.minimum(coord - lo, hi - coord)
-    return np.clip(inside / np.maximum(footprint, 1e-6) + 0.5, 0.0, 1.0)
-
-
-def _value_noise(rng: np.random.Generator, shape: tuple, cells: tuple) -> np.ndarray:
-    """Smooth random field in [0, 1] of ``shape``, bilinear over a ``cells`` grid."""
-    g = rng.random((cells[0] + 1, cells[1] + 1))
-    y = np.linspace(0, cells[0], shape[0], endpoint=False)
-    x = np.linspace(0, cells[1], shape[1], endpoint=False)
-    y0, x0 = y.astype(int), x.astype(int)
-    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
-    fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
-    a = g[y0][:, x0]
-    b = g[y0][:, x0 + 1]
-    c = g[y0 + 1][:, x0]
-    e = g[y0 + 1][:, x0 + 1]
-    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + e * fx) * fy
 
 
 def render_scene(seed: int, height: int, width: int, max_depth_m: float = 80.0) -> tuple[np.ndarray, np.ndarray]:

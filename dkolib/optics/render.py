@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* PSF windows follow :mod:`dkolib.psf`: pixel ``W // 2`` is on the optical axis.
+* PSF windows follow :mod:`dkolib.optics.propagation`: pixel ``W // 2`` is on the optical axis.
   :func:`crop_center` keeps that pixel at the centre of the crop.
 * The sensor image of input channel ``i`` through element ``(o, i, s)`` is
   ``y[p] = sum_m x[p - W//2 + m] psf[m]`` (2-D), i.e. exactly

@@ -1,0 +1,9 @@
+"""DKO: kernels -> metasurfaces (stage 2), the optical first layer, training loops, evaluation."""
+
+from .evaluation import evaluate_design, front_end_mode, hybrid_from_dko, load_design
+from .fidelity import fidelity_table, fit_gain, summarize_fidelity
+from .frontend import OpticalFrontEnd, find_frontend, make_hybrid
+from .kernels import merge_signed, split_kernel
+from .losses import leakage_loss, paper_loss
+from .synthesis import load_array, save_array, synthesize
+from .train import run_e2e, run_finetune, run_stage1

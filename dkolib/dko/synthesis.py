@@ -1,0 +1,267 @@
+"""DKO stage 2: synthesise a metasurface array whose PSFs reproduce conv kernels.
+
+No images are involved: the loss compares each metasurface's point-spread
+function (PSF) on a small sensor window with one non-negative half of a trained
+first-layer kernel.
+
+Conventions
+-----------
+* Kernels are split into non-negative per-element targets by
+  :func:`dkolib.dko.kernels.split_kernel` (element ``e = (o * C_in + i) * 2 + s``);
+  the losses are in :mod:`dkolib.dko.losses`, gains and fidelity in :mod:`dkolib.dko.fidelity`.
+* PSF windows ``[E, W, W]`` are in units of the energy incident on one
+  aperture (``dkolib.optics.propagation.psf(..., normalize=True)``): their sum is the fraction
+  of the light that lands in the window.
+
+Units: energies are fractions of the aperture energy (dimensionless); kernels
+carry the units of the electronic conv weights; gains convert one into the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from ..io import load_torch, save_torch, write_csv
+from ..optics.render import crop_center
+from .fidelity import _batched_pearson, fidelity_table, fit_gain
+from .kernels import _dark_mask, merge_signed, split_kernel
+from .losses import LOSSES, stage2_loss
+
+# ---------------------------------------------------------------- synthesis
+
+
+@dataclass
+class SynthesisResult:
+    """Output of :func:`synthesize`.
+
+    Attributes:
+        array: the optimised ``MetasurfaceArray`` (E = 2 C_out C_in elements).
+        history: one row per step: ``step`` (1-based), ``loss`` (sum over elements),
+            ``loss_mean``, ``corr_mean``/``eff_crop_mean``/``eff_window_mean`` (lit elements, of
+            the PSF *before* that step's update), ``seconds`` (cumulative wall time).
+        fidelity: :func:`fidelity_table` of the final array.
+        gain: ``[C_out]`` closed-form gains fitted on the final crop.
+        psf_crop_signed: ``[C_out, C_in, k, k]`` final signed crop kernels (aperture units).
+        seconds: wall seconds of the optimisation (including resumed parts).
+        steps: optimisation steps done.
+    """
+
+    array: nn.Module
+    history: pd.DataFrame
+    fidelity: pd.DataFrame
+    gain: torch.Tensor
+    psf_crop_signed: torch.Tensor
+    seconds: float
+    steps: int
+
+
+def make_atom(optics_cfg):
+    """The meta-atom model named by ``optics_cfg.meta_atom`` ('tio2' library or 'ideal')."""
+    from ..optics import metaatoms
+
+    if optics_cfg.meta_atom == "ideal":
+        return metaatoms.IdealPhaseAtom()
+    return metaatoms.MetaAtomLibrary.load()
+
+
+def _default_psf_fn():
+    from ..optics.propagation import psf as psf_fn
+
+    return psf_fn
+
+
+def _flops_per_step(optics_cfg, window_px: int, n_elements: int, engine: str) -> float | None:
+    """Forward + backward PSF FLOPs of one stage-2 step (backward counted as 2x forward)."""
+    try:
+        from ..optics.propagation import count_psf_flops
+    except ImportError:
+        return None
+    per = float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine, optics_cfg=optics_cfg))
+    return 3.0 * per * n_elements
+
+
+def _targets_digest(targets: torch.Tensor) -> str:
+    return hashlib.sha1(targets.detach().to(torch.float64).cpu().numpy().tobytes()).hexdigest()
+
+
+def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str = "fast",
+               generator: torch.Generator | None = None, progress: bool = True,
+               ckpt_path: str | Path | None = None, log_csv: str | Path | None = None,
+               budget=None, *, array: nn.Module | None = None, psf_fn: Callable | None = None,
+               window_px: int | None = None, ckpt_every: int = 50, lr: float | None = None,
+               loss: str | None = None, steps: int | None = None) -> SynthesisResult:
+    """Fit all metasurfaces of an array to the split kernels of ``weight`` (DKO stage 2).
+
+    Args:
+        weight: ``[C_out, C_in, k, k]`` trained first-layer kernels (k = optics_cfg.kernel_size).
+        optics_cfg: :class:`dkolib.config.OpticsConfig`.
+        dko_cfg: :class:`dkolib.config.DKOConfig` (``steps``, ``lr``, ``loss``, ``leakage_weight``,
+            ``init``); ``lr``/``loss``/``steps`` keyword arguments override it.
+        atom: meta-atom model; default from ``optics_cfg.meta_atom``.
+        engine: PSF engine, ``'fast'`` or ``'reference'``.
+        generator: seeds the array's initialisation (random init).
+        progress: show a tqdm bar.
+        ckpt_path: checkpoint file, written atomically every ``ckpt_every`` steps and at the
+            end; if it exists the run resumes from it (same result as an uninterrupted run).
+        log_csv: history CSV, rewritten atomically at every checkpoint and at the end.
+        budget: optional :class:`dkolib.dko.budget.BudgetMeter`; optimisation steps are timed
+            in it and their PSF FLOPs (forward + 2x backward) added as ``'optics'``.
+        array: an existing array to optimise (default: a new ``MetasurfaceArray``).
+        psf_fn: PSF function with ``dkolib.optics.propagation.psf``'s signature (for tests).
+        window_px: PSF window of the loss (default ``optics_cfg.loss_window_px``).
+
+    All elements are optimised together with Adam (no weight decay: the parameters are
+    latent radii, decaying them towards 0 has no physical meaning). The loss is the
+    *sum* over elements, so each element follows exactly the trajectory it would
+    follow alone (Adam is per-parameter).
+    """
+    from tqdm import tqdm
+
+    k = int(optics_cfg.kernel_size)
+    if weight.dim() != 4 or weight.shape[-1] != k or weight.shape[-2] != k:
+        raise ValueError(f"weight must be [C_out, C_in, {k}, {k}] (optics.kernel_size), got {tuple(weight.shape)}")
+    c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
+    steps = int(dko_cfg.steps if steps is None else steps)
+    lr = float(dko_cfg.lr if lr is None else lr)
+    loss_name = dko_cfg.loss if loss is None else loss
+    if loss_name not in LOSSES:
+        raise ValueError(f"unknown DKO loss {loss_name!r}: choose one of {sorted(LOSSES)}")
+    window_px = int(optics_cfg.loss_window_px if window_px is None else window_px)
+    if window_px < k:
+        raise ValueError(f"loss window ({window_px}) must be at least kernel_size ({k})")
+    if ckpt_every < 1:
+        raise ValueError(f"ckpt_every must be >= 1, got {ckpt_every}")
+    psf_fn = psf_fn or _default_psf_fn()
+    weight = weight.detach().to(torch.float32).cpu()
+    targets = split_kernel(weight)
+
+    if array is None:
+        from ..optics.metasurface import MetasurfaceArray
+
+        atom = atom if atom is not None else make_atom(optics_cfg)
+        array = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator)
+    n_el = int(array.latent.shape[0])
+    if n_el != targets.shape[0]:
+        raise ValueError(f"array has {n_el} elements but weight needs {targets.shape[0]}")
+    targets = targets.to(array.latent.device)
+    opt = torch.optim.Adam([array.latent], lr=lr)
+    meta = {"n_elements": n_el, "loss": loss_name, "lr": lr, "window_px": window_px, "engine": engine,
+            "leakage_weight": float(dko_cfg.leakage_weight), "targets_sha1": _targets_digest(targets),
+            "latent_shape": tuple(array.latent.shape)}
+
+    start, elapsed, rows = 0, 0.0, []
+    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = load_torch(ckpt_path, map_location=array.latent.device)
+        diff = {key: (state["meta"].get(key), val) for key, val in meta.items() if state["meta"].get(key) != val}
+        if diff:
+            raise ValueError(f"checkpoint {ckpt_path} belongs to a different synthesis run: {diff}")
+        if state["step"] > steps:
+            raise ValueError(f"checkpoint {ckpt_path} is at step {state['step']} > requested steps {steps}")
+        with torch.no_grad():
+            array.latent.copy_(state["latent"])
+        opt.load_state_dict(state["optimizer"])
+        start, elapsed, rows = int(state["step"]), float(state["seconds"]), list(state["history"])
+        if budget is not None and state.get("budget") is not None:
+            budget.load_state_dict(state["budget"])
+
+    def save_ckpt(step: int) -> None:
+        if ckpt_path is not None:
+            save_torch({"step": step, "latent": array.latent.detach().clone(), "optimizer": opt.state_dict(),
+                        "seconds": elapsed, "history": rows, "meta": meta,
+                        "budget": budget.state_dict() if budget is not None else None}, ckpt_path)
+        if log_csv is not None:
+            write_csv(pd.DataFrame(rows, columns=HISTORY_COLUMNS), log_csv)
+
+    flops = _flops_per_step(optics_cfg, window_px, n_el, engine) if budget is not None else None
+    lit = ~_dark_mask(targets)
+    t_flat = targets.reshape(n_el, -1)
+    bar = tqdm(range(start, steps), desc=f"DKO stage 2 ({loss_name})", disable=not progress,
+               initial=start, total=steps)
+    for step in bar:
+        t0 = time.perf_counter()
+        ctx = budget.timing() if budget is not None else _null()
+        with ctx:
+            opt.zero_grad(set_to_none=True)
+            p = psf_fn(array, array.wavelengths_m, optics_cfg, window_px, engine=engine, normalize=True)
+            per = stage2_loss(loss_name, p, targets, dko_cfg.leakage_weight, reduction="none")
+            total = per.sum()
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"DKO loss became {total.item()} at step {step + 1}")
+            total.backward()
+            opt.step()
+        if budget is not None and flops is not None:
+            budget.add_flops(flops, "optics")
+        elapsed += time.perf_counter() - t0
+        with torch.no_grad():
+            crop = crop_center(p.detach(), k).reshape(n_el, -1)
+            corr = _batched_pearson(crop, t_flat)
+            rows.append({"step": step + 1, "loss": float(total), "loss_mean": float(per.mean()),
+                         "corr_mean": float(corr[lit].mean()) if lit.any() else float("nan"),
+                         "eff_crop_mean": float(crop.sum(1)[lit].mean()) if lit.any() else float("nan"),
+                         "eff_window_mean": float(p.detach().sum((-2, -1))[lit].mean()) if lit.any() else float("nan"),
+                         "seconds": elapsed})
+        if progress:
+            bar.set_postfix(loss=f"{rows[-1]['loss_mean']:.3e}", corr=f"{rows[-1]['corr_mean']:.3f}")
+        if (step + 1) % ckpt_every == 0 and step + 1 < steps:
+            save_ckpt(step + 1)
+    bar.close()
+    save_ckpt(steps)
+
+    with torch.no_grad():
+        p_win = psf_fn(array, array.wavelengths_m, optics_cfg, window_px, engine=engine, normalize=True)
+        p_ren = None
+        if optics_cfg.render_window_px > window_px:
+            p_ren = psf_fn(array, array.wavelengths_m, optics_cfg, optics_cfg.render_window_px,
+                           engine=engine, normalize=True)
+    signed = merge_signed(crop_center(p_win.detach().cpu(), k), c_out, c_in).to(torch.float32)
+    gain = fit_gain(signed, weight)
+    fid = fidelity_table(p_win, weight, gain, p_ren)
+    return SynthesisResult(array=array, history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), fidelity=fid,
+                           gain=gain, psf_crop_signed=signed, seconds=elapsed, steps=steps)
+
+
+HISTORY_COLUMNS = ["step", "loss", "loss_mean", "corr_mean", "eff_crop_mean", "eff_window_mean", "seconds"]
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ------------------------------------------------------------ persistence
+
+
+def save_array(array: nn.Module, path: str | Path, optics_cfg=None, **extra) -> Path:
+    """Save an array's state dict and its shape atomically (see :func:`load_array`)."""
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in array.state_dict().items()},
+               "n_out": int(getattr(array, "n_out", 0)), "n_in": int(getattr(array, "n_in", 0)),
+               "optics": dataclasses.asdict(optics_cfg) if optics_cfg is not None else None}
+    payload.update(extra)
+    return save_torch(payload, path)
+
+
+def load_array(path: str | Path, optics_cfg, atom=None) -> nn.Module:
+    """Rebuild a ``MetasurfaceArray`` saved by :func:`save_array`."""
+    from ..optics.metasurface import MetasurfaceArray
+
+    payload = load_torch(path, map_location="cpu")
+    for key in ("state_dict", "n_out", "n_in"):
+        if key not in payload:
+            raise KeyError(f"{path} is not an array file written by save_array (missing '{key}')")
+    atom = atom if atom is not None else make_atom(optics_cfg)
+    array = MetasurfaceArray(payload["n_out"], payload["n_in"], optics_cfg, atom, init="lens")
+    array.load_state_dict(payload["state_dict"])
+    return array

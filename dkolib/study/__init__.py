@@ -1,0 +1,12 @@
+"""The study machinery: pipeline steps, the equal-budget experiment, reports and reproduction.
+
+It runs and reports experiments built from :mod:`dkolib.optics`, :mod:`dkolib.depth`
+and :mod:`dkolib.dko`; those science packages never import it.
+"""
+
+from .figures import plot_accuracy_vs_budget, plot_crop_vs_physical
+from .paths import ProfilePaths
+from .pipeline import design_paths, ensure_costs, ensure_dko, ensure_e2e, ensure_equal_budget, ensure_physical_eval
+from .reports import (depth_histogram, dko_kernels, ensure_stage1, gain_restoration, motorcycle_dataset,
+                      stage1_metrics)
+from .stats import catch_up

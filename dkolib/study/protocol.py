@@ -1,0 +1,299 @@
+"""The equal-budget experiment's protocol: DKO versus end-to-end (E2E) design at equal compute.
+
+This module holds the protocol (stated below) as code: the methods and table columns, the
+experiment's :class:`Settings` (from ``cfg.budget``), learning-rate reuse across seeds
+(:func:`lr_source`), and the budget ladders and snapshot targets derived from a calibration
+(costs in wall seconds / CPU seconds / FLOPs). The rest of the experiment lives beside it:
+:mod:`~dkolib.study.snapshots` (one run, snapshotted at every budget; job folders),
+:mod:`~dkolib.study.components` (models, DKO stage 2, fine-tune, calibration, evaluation),
+:mod:`~dkolib.study.jobs` (the jobs), :mod:`~dkolib.study.stats` (merging and summary) and
+:mod:`~dkolib.study.figures` (plots).
+
+Protocol (fixed in code before any result was looked at)
+-------------------------------------------------------
+Methods
+  * ``electronic``  -- the stage-1 network alone (no optics): the upper bound.
+  * ``dko``         -- stage 1, then stage 2 (metasurface synthesis, :func:`dkolib.dko.synthesis.synthesize`)
+    and the closed-form per-channel gain (``SynthesisResult.gain``).
+  * ``dko_ft``      -- ``dko`` plus a fixed-length fine-tune of the electronic back end with the
+    optics frozen (``budget.finetune_steps`` steps, crop front end, depth loss).
+  * ``e2e_scratch`` -- metasurfaces + network trained jointly from random init, the PSF engine
+    simulating every metasurface in every step, crop-kernel front end (the paper's E2E);
+    the gain is a trainable parameter initialised to the reference kernel norm (as ``train.run_e2e``).
+  * ``e2e_warm``    -- the same, the network warm-started from the stage-1 network (the
+    reference stage 1 of the same seed, ``budget.stage1_steps`` steps); its meter starts
+    at that stage 1's cost, so it has no point below it.
+
+Budgets
+  The reference cost ``C_ref(engine)`` is the cost of one full DKO run: ``N1`` stage-1
+  steps + ``N2`` stage-2 steps (``budget.stage1_steps``, ``budget.dko_steps``). It is
+  calibrated at the start of the per-seed ``stage1`` job by timing a few steps of each
+  component on this machine with this job's thread count (median wall seconds per step;
+  FLOPs are exact: network steps counted by ``FlopCounterMode`` through
+  :func:`dkolib.dko.train.train_loop`, PSF simulations analytically). The ladder is
+  ``budget.ladder_fractions x C_ref`` on two axes, ``wall`` (seconds) and ``flops``;
+  a design is *snapshotted on one axis* (column ``budget_axis``) and both its nominal
+  budgets and what it actually spent (``spent_s``, ``cpu_s``, ``spent_flops``) are logged.
+  Only training computation is charged (data loading, forward, backward, optimizer,
+  optical simulation); evaluation, checkpoint I/O and learning-rate selection are not
+  (they are identical for every method). Wall-clock budgets assume an unshared core per
+  job: calibrating under a different load than the runs see shifts the wall ladder (the
+  FLOP ladder is immune); ``cpu_s`` is logged beside ``spent_s`` to make that visible.
+
+Truncation = snapshot
+  All runs use a constant learning rate, so a run truncated at budget B is exactly the
+  same run's state when its accumulated cost first reaches B (``train_loop``'s
+  ``max_seconds``/``max_flops`` semantics: it stops *before* a step once the meter has
+  reached the limit, so every method overshoots by less than one of its own steps).
+  One run per (method, engine, seed, lr) therefore serves every budget: it is advanced by
+  repeated resumed ``train_loop`` calls, each up to the next pending budget, and the
+  model is saved whenever a budget is crossed (:func:`dkolib.study.snapshots.train_with_snapshots`).
+
+DKO at budget B
+  The DKO point at B uses the stage-1 snapshot at ``B - S2`` (``dko``) or
+  ``B - S2 - FT`` (``dko_ft``), where ``S2`` and ``FT`` are the calibrated costs of
+  stage 2 and of the fine-tune; stage 2 (and the fine-tune) is then run on it and its
+  *measured* cost is added to the stage-1 snapshot's cost. A method that cannot fit a
+  budget (``B <= S2`` for DKO, ``B <= S2 + FT`` for dko_ft, ``B <= S1`` for e2e_warm) has
+  no point there: no row is written.
+
+Learning rates
+  Each method searches the same multipliers ``budget.lr_grid`` of its own base rates,
+  one multiplier scaling all the rates the method itself trains with:
+  stage 1 (``stage1.lr``, shared by electronic / dko / dko_ft / e2e_warm and selected
+  at the end of the reference stage 1), DKO (``dko.lr``), DKO-FT (``dko.lr`` and
+  ``dko.finetune_lr``), E2E (``e2e.lr_net`` and ``e2e.lr_optics``). The multiplier is
+  chosen on the VALIDATION split (crop evaluation, AbsRel) at the reference budget
+  (fraction 1.0 on the FLOP axis, whose snapshots do not depend on the machine's speed,
+  so the choice is reproducible; else on the first axis); only the chosen run is continued to larger
+  budgets and reported, on the TEST split. With ``budget.lr_search: first_seed`` the
+  search runs once per method, on the first of ``budget.seeds`` with the fast engine, and
+  every other seed and the reference engine reuse that multiplier (:func:`lr_source`):
+  the search then costs the same for every method and is not repeated per seed. The
+  two engines compute the same PSFs (to ~5e-4), so the rate that suits one suits the
+  other; only their costs differ. With ``every_seed`` each job searches for itself.
+  Selection cost is not charged to any budget.
+
+Evaluation
+  Every design at every budget: ``eval='crop'`` (idealised k x k kernel) and
+  ``eval='full_psf'`` (sensor image rendered with the whole PSF window, the gain unchanged),
+  plus ``'full_psf_noise'`` at the largest budget when ``budget.noise_eval`` is true,
+  all on the first ``budget.eval_items`` test images (:func:`dkolib.dko.evaluation.evaluate_design`).
+
+Jobs (independent, single-threaded; see ``scripts/run_equal_budget.py``)
+  ``stage1`` per seed writes calibration, budgets and stage-1 snapshots into a shared
+  folder; ``electronic | dko | dko_ft | e2e_scratch | e2e_warm`` per (engine, seed) read
+  it and write one CSV each; ``scripts/summarize_equal_budget.py`` merges them
+  (:func:`dkolib.study.stats.summarize`).
+
+Budget-specific configuration keys read here (with fallbacks so the code runs before
+they exist): ``budget.stage1_steps`` (-> ``stage1.steps``), ``budget.dko_steps``
+(-> ``dko.steps``), ``budget.finetune_steps`` (-> ``dko.finetune_steps``),
+``budget.eval_items`` (-> all), ``budget.axes`` (-> ``('wall', 'flops')``),
+``budget.noise_eval`` (-> False), ``budget.calib_steps`` (-> 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterable
+
+import pandas as pd
+
+from ..dko.budget import BudgetMeter
+
+
+METHODS = ("electronic", "dko", "dko_ft", "e2e_scratch", "e2e_warm")
+JOBS = ("stage1",) + METHODS
+AXES = ("wall", "flops")
+METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+REQUIRED_COLUMNS = ("method", "engine", "seed", "budget_s", "budget_flops") + METRICS + ("eval",)
+EXTRA_COLUMNS = ("lr", "lr_mult", "budget_fraction", "budget_axis", "spent_s", "cpu_s", "spent_flops", "steps")
+COLUMNS = REQUIRED_COLUMNS + EXTRA_COLUMNS
+"""Column order of every per-job CSV and of ``equal_budget.csv``."""
+REFERENCE_FRACTION = 1.0
+REF_METHOD = "dko"
+"""Denominator of the AbsRel ratio in the summary."""
+
+
+class BudgetProtocolError(RuntimeError):
+    """A job's inputs do not fit the protocol (missing stage 1, mismatched budgets, ...)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The experiment's knobs, from ``cfg.budget`` (fallbacks in the module docstring)."""
+
+    fractions: tuple
+    seeds: tuple
+    engines: tuple
+    lr_grid: tuple
+    axes: tuple
+    stage1_steps: int
+    dko_steps: int
+    finetune_steps: int
+    eval_items: int | None
+    noise_eval: bool
+    calib_steps: int
+    lr_search: str = "first_seed"
+
+    @property
+    def lr_search_seed(self) -> int:
+        """The seed on which learning rates are selected when ``lr_search == 'first_seed'``."""
+        return self.seeds[0]
+
+    @property
+    def ref_axis(self) -> str:
+        """Budget axis on which learning rates are selected: FLOPs where measured, since a
+        FLOP-budgeted snapshot does not depend on the machine's speed, so the choice repeats."""
+        return "flops" if "flops" in self.axes else self.axes[0]
+
+    @property
+    def ref_fraction(self) -> float:
+        """Budget fraction at which learning rates are selected (1.0, else the nearest one)."""
+        return min(self.fractions, key=lambda f: (abs(math.log(f / REFERENCE_FRACTION)), -f))
+
+
+def settings_from_config(cfg) -> Settings:
+    b = cfg.budget
+    axes = tuple(getattr(b, "axes", AXES))
+    bad = [a for a in axes if a not in AXES]
+    if bad or not axes:
+        raise ValueError(f"budget.axes must be a non-empty subset of {AXES}, got {axes}")
+    fractions = tuple(sorted(float(f) for f in b.ladder_fractions))
+    if any(not f > 0 for f in fractions):
+        raise ValueError(f"budget.ladder_fractions must be positive, got {b.ladder_fractions}")
+    lr_grid = tuple(float(m) for m in b.lr_grid)
+    if any(not m > 0 for m in lr_grid):
+        raise ValueError(f"budget.lr_grid must be positive multipliers, got {b.lr_grid}")
+    eval_items = getattr(b, "eval_items", None)
+    lr_search = str(getattr(b, "lr_search", "first_seed"))
+    if lr_search not in ("first_seed", "every_seed"):
+        raise ValueError(f"budget.lr_search must be 'first_seed' or 'every_seed', got {lr_search!r}")
+    if not b.seeds:
+        raise ValueError("budget.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+    return Settings(
+        fractions=fractions, seeds=tuple(int(s) for s in b.seeds), engines=tuple(b.engines), lr_grid=lr_grid,
+        axes=axes, stage1_steps=int(getattr(b, "stage1_steps", cfg.stage1.steps)),
+        dko_steps=int(getattr(b, "dko_steps", cfg.dko.steps)),
+        finetune_steps=int(getattr(b, "finetune_steps", cfg.dko.finetune_steps)),
+        eval_items=None if eval_items in (None, 0) else int(eval_items),
+        noise_eval=bool(getattr(b, "noise_eval", False)), calib_steps=int(getattr(b, "calib_steps", 3)),
+        lr_search=lr_search)
+
+
+def lr_source(settings: Settings, method: str, engine: str | None, seed: int) -> tuple | None:
+    """The job whose selected lr multiplier this job reuses, as ``(method, engine, seed)``; None = search here.
+
+    ``electronic`` trains nothing of its own (it evaluates stage-1 snapshots): always None.
+    The stage-1 job of the search seed searches; the other seeds reuse it (engine None).
+    """
+    if method == "electronic" or settings.lr_search == "every_seed":
+        return None
+    first = settings.lr_search_seed
+    if method == "stage1":
+        return None if seed == first else ("stage1", None, first)
+    if seed == first and engine == "fast":
+        return None
+    return (method, "fast", first)
+
+
+def chosen_lr_mult(table: pd.DataFrame | str | Path) -> float:
+    """The lr multiplier a finished job selected, from its output table (or CSV path).
+
+    A stage-1 job's table is its lr search (``chosen`` column); a method job's table has
+    one ``lr_mult`` throughout.
+    """
+    name = str(table) if isinstance(table, (str, Path)) else "the job's table"
+    df = pd.read_csv(table) if isinstance(table, (str, Path)) else table
+    if "lr_mult" not in df.columns or df.empty:
+        raise BudgetProtocolError(f"{name} has no lr_mult rows: it is not a finished job of the experiment "
+                                  f"(rerun the job it comes from)")
+    if "chosen" in df.columns:
+        df = df[df["chosen"].astype(bool)]
+    mults = sorted(set(float(m) for m in df["lr_mult"]))
+    if len(mults) != 1:
+        raise BudgetProtocolError(f"{name} does not name one selected lr multiplier (found {mults})")
+    return mults[0]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One budget a run must be snapshotted at: ``value`` on ``axis`` (seconds or FLOPs)."""
+
+    key: str
+    axis: str
+    value: float
+
+    def crossed(self, meter: BudgetMeter) -> bool:
+        return (meter.wall_s if self.axis == "wall" else meter.flops) >= self.value
+
+
+def target_key(kind: str, engine: str, axis: str, fraction: float) -> str:
+    return f"{kind}|{engine}|{axis}|{fraction:g}"
+
+
+def _axis_field(axis: str) -> str:
+    return "wall_s" if axis == "wall" else "flops"
+
+
+def make_budgets(calib: dict, settings: Settings) -> dict:
+    """Reference costs per engine and the absolute ladders, from a calibration."""
+    s1 = calib["stage1_step"]
+    out = {"stage1": {k: settings.stage1_steps * s1[k] for k in ("wall_s", "cpu_s", "flops")}, "engines": {}}
+    for engine in settings.engines:
+        s2 = {k: settings.dko_steps * calib["stage2_step"][engine][k] for k in ("wall_s", "cpu_s", "flops")}
+        ft = dict(calib["finetune"][engine])
+        c_ref = {k: out["stage1"][k] + s2[k] for k in s2}
+        out["engines"][engine] = {"stage2": s2, "finetune": ft, "c_ref": c_ref}
+    return out
+
+
+def stage1_targets(budgets: dict, settings: Settings, engines: Iterable[str] | None = None) -> list[Target]:
+    """Stage-1 budgets: ``electronic`` at B, ``dko`` at B - S2, ``dko_ft`` at B - S2 - FT (feasible ones)."""
+    out: dict[str, Target] = {}
+    for engine in engines or settings.engines:
+        e = budgets["engines"][engine]
+        for axis in settings.axes:
+            f_ = _axis_field(axis)
+            for frac in settings.fractions:
+                b = frac * e["c_ref"][f_]
+                for kind, value in (("electronic", b), ("dko", b - e["stage2"][f_]),
+                                    ("dko_ft", b - e["stage2"][f_] - e["finetune"][f_])):
+                    if value > 0:
+                        key = target_key(kind, engine, axis, frac)
+                        out[key] = Target(key, axis, value)
+    return list(out.values())
+
+
+def reference_stage1_target(budgets: dict, settings: Settings) -> Target:
+    """The end of the reference stage 1 (exactly ``N1`` steps: half a step short of ``N1`` step-FLOPs)."""
+    per = budgets["stage1"]["flops"] / max(1, settings.stage1_steps)
+    return Target("ref|stage1", "flops", (settings.stage1_steps - 0.5) * per)
+
+
+def e2e_targets(budgets: dict, settings: Settings, engine: str, start: dict | None = None) -> list[Target]:
+    """``f x C_ref`` on each axis; with a warm ``start`` meter only budgets above it."""
+    out = []
+    c = budgets["engines"][engine]["c_ref"]
+    for axis in settings.axes:
+        f_ = _axis_field(axis)
+        for frac in settings.fractions:
+            b = frac * c[f_]
+            if start is not None and not b > start[f_]:
+                continue
+            out.append(Target(target_key("e2e", engine, axis, frac), axis, b))
+    return out
+
+
+def evals_for(fraction: float, settings: Settings) -> tuple:
+    ev = ("crop", "full_psf")
+    if settings.noise_eval and fraction == max(settings.fractions):
+        ev = ev + ("full_psf_noise",)
+    return ev
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS))
