@@ -68,6 +68,7 @@ rule all:
         expand(f"{DATA}/{{split}}.npz", split=SPLITS),
         expand(f"{R}/notebooks/{{nb}}.ipynb", nb=NOTEBOOKS),
         f"{R}/physical_eval.csv",
+        f"{R}/dko/synthesis_study.csv",
         f"{R}/equal_budget.csv",
         "results/costs.csv",
         "results/benchmarks/psf_engines.csv",
@@ -179,6 +180,25 @@ rule dko:
     shell:
         f"python scripts/run_dko.py --profile {PROFILE} --stage1 {{input}} --out {R}/dko "
         f"--threads {{threads}} --no-progress"
+
+
+rule synthesis_study:
+    # stage-2 settings (init x lr, leakage weight / paper loss) on two selection channels
+    params:
+        config=cfg_hash(*OPT),
+    input:
+        f"{R}/stage1/model.pt",
+    output:
+        table=f"{R}/dko/synthesis_study.csv",
+        figure=f"{FIG}/dko_pareto.png",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/synthesis_study.tsv"
+    shell:
+        f"python scripts/synthesis_study.py --profile {PROFILE} --stage1 {{input}} --threads {{threads}} "
+        f"--milestones {max(1, CFG.dko.steps // 2)},{CFG.dko.steps}"
 
 
 rule dko_finetune:
@@ -314,6 +334,7 @@ rule notebook:
 rule readme_results:
     input:
         f"{R}/physical_eval.csv",
+        f"{R}/dko/synthesis_study.csv",
         f"{R}/equal_budget_summary.csv",
         "results/costs.csv",
         f"{R}/notebooks/06_figures.ipynb",

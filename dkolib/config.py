@@ -60,6 +60,10 @@ class OpticsConfig:
     photons_per_pixel: float = field(default=1000.0, metadata=_range(1.0, 1e9))
     """Mean photo-electrons of a white pixel seen through an ideal delta PSF."""
     read_noise_e: float = field(default=2.0, metadata=_range(0.0, 1e4))
+    gain: str = field(default="element", metadata=_range(choices=("element", "channel")))
+    """Electronic scale of the optical first layer: one per metasurface read-out (``element``,
+    ``C_out x C_in x 2`` multiplies per output pixel) or one per output channel (``channel``,
+    the paper's model)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,14 @@ class DKOConfig:
     lr: float = field(default=5e-2, metadata=_range(1e-8, 100.0))
     loss: str = field(default="leakage", metadata=_range(choices=("paper", "leakage")))
     leakage_weight: float = field(default=1.0, metadata=_range(0.0, 1e6))
-    init: str = field(default="lens", metadata=_range(choices=("lens", "random")))
+    init: str = field(default="lens", metadata=_range(choices=("lens", "random", "lens_random")))
+    """Stage-2 start: imaging lens, uniform random radii, or lens plus Gaussian phase noise."""
+    init_noise_rad: float = field(default=1.0, metadata=_range(0.0, 100.0))
+    """Phase-noise standard deviation (rad) of ``init: lens_random``."""
+    stop_window: int = field(default=0, metadata=_range(0, 10_000_000))
+    """Stopping rule: stop once the loss improved by less than ``stop_tol`` (relative) over
+    the last ``stop_window`` steps; 0 = always run ``steps`` (the cap)."""
+    stop_tol: float = field(default=1e-3, metadata=_range(0.0, 1.0))
     finetune_steps: int = field(default=500, metadata=_range(0, 10_000_000))
     finetune_lr: float = field(default=3e-4, metadata=_range(1e-8, 10.0))
 

@@ -21,7 +21,9 @@ def save_figure(fig, path_stem: str | Path, dpi: int = 110) -> None:
     stem = Path(path_stem)
     for ext in (".png", ".pdf"):
         with atomic_path(stem.with_suffix(ext)) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext[1:])
+            # no creation date in the PDF: a rerun that draws the same figure writes the same bytes
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext[1:],
+                        metadata={"CreationDate": None} if ext == ".pdf" else None)
 
 
 def plot_metaatom_library(library, wavelengths_m: Sequence[float] = (400e-9, 550e-9, 700e-9)):
@@ -173,5 +175,35 @@ def plot_physical_eval(frame: pd.DataFrame, metric: str = "abs_rel"):
     sns.barplot(data=frame, x="design", y=metric, hue="eval", ax=ax)
     ax.set(xlabel="", ylabel=metric)
     ax.legend(frameon=False, fontsize=8, title=None)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fidelity_light_tradeoff(study: pd.DataFrame, chosen_weight: float | None = None):
+    """Stage-2 Pareto: channel kernel error against the light in the crop, one point per loss setting.
+
+    ``study``: rows of ``scripts/synthesis_study.py`` with ``grid == 'leakage'`` (columns
+    ``loss``, ``leakage_weight``, ``step_cap``, ``err_elem``, ``eff_crop``); the last step cap
+    of each setting is drawn. ``chosen_weight`` is ringed.
+    """
+    rows = study[study["grid"] == "leakage"]
+    rows = rows[rows["step_cap"] == rows.groupby(["loss", "leakage_weight"])["step_cap"].transform("max")]
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for loss, marker in (("leakage", "o"), ("paper", "s")):
+        sel = rows[rows["loss"] == loss].sort_values("leakage_weight")
+        ax.plot(sel["eff_crop"], sel["err_elem"], marker=marker, ls="-" if loss == "leakage" else "none",
+                label="leakage loss (weight)" if loss == "leakage" else "paper loss")
+        if loss == "leakage":
+            for _, r in sel.iterrows():
+                ax.annotate(f"{r['leakage_weight']:g}", (r["eff_crop"], r["err_elem"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
+    if chosen_weight is not None:
+        pick = rows[(rows["loss"] == "leakage") & np.isclose(rows["leakage_weight"], chosen_weight)]
+        ax.scatter(pick["eff_crop"], pick["err_elem"], s=160, facecolors="none", edgecolors="k", label="chosen")
+    ax.set_xlabel("light in the 7 x 7 crop (fraction of the aperture energy)")
+    ax.set_ylabel("channel kernel error ||gP - K|| / ||K||")
+    ax.set_title("Stage 2: kernel fidelity against light in the crop")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -76,7 +76,7 @@ def front_end_mode(model: nn.Module, mode: str, engine: str | None = None) -> It
 
     The front end is rebuilt around the same metasurface array with the same gain and
     engine (PSF caching on, optics frozen inside the block, the requires_grad flags
-    restored afterwards). Yields ``model``.
+    restored afterwards; the gain it ends with is copied back). Yields ``model``.
     """
     from .frontend import OpticalFrontEnd
 
@@ -95,6 +95,8 @@ def front_end_mode(model: nn.Module, mode: str, engine: str | None = None) -> It
         yield model
     finally:
         model.replace_first_layer(old)
+        with torch.no_grad():  # a gain learned inside the block (a fine-tune) is kept
+            fe.gain.copy_(new_fe.gain.detach())
         for p, f in zip(fe.array.parameters(), flags):
             p.requires_grad_(f)
 

@@ -10,12 +10,14 @@ intensity in [0, 1]) to ``[B, C_out, H/2, W/2]`` like ``ElectronicConv1``:
    with shot + read noise). Element ``e = (o * C_in + i) * 2 + s``, ``s = 0``
    is the positive and ``s = 1`` the negative part of kernel ``(o, i)``.
 2. ``render.optical_conv`` forms the stride-2 sensor images of the +
-   and - metasurfaces, subtracts them electronically and multiplies each output
-   channel by an electronic ``gain [C_out]`` (a buffer, or a parameter when
-   ``trainable_gain``).
+   and - metasurfaces, scales them electronically, subtracts them and sums
+   over input channels. The gain (a buffer, or a parameter when ``trainable_gain``)
+   is ``[C_out, C_in, 2]``, one per metasurface read-out, or ``[C_out]``, one per
+   output channel after the subtraction (the paper's model).
 
 PSFs are normalised to the aperture energy (dimensionless, per sensor pixel),
-so the effective signed kernel is ``gain[o] * (psf[o,i,+] - psf[o,i,-])``
+so the effective signed kernel is ``g[o,i,+] psf[o,i,+] - g[o,i,-] psf[o,i,-]``
+(per element) or ``g[o] (psf[o,i,+] - psf[o,i,-])`` (per channel)
 (:meth:`OpticalFrontEnd.kernels`).
 
 With ``cache_psf=True`` the PSFs are computed once and reused while the optics
@@ -66,7 +68,8 @@ class OpticalFrontEnd(nn.Module):
         n_out: C_out (conv1 channels); n_in: C_in (3 colour channels).
         mode: ``'crop'`` | ``'full_psf'`` | ``'full_psf_noise'``.
         engine: PSF engine, ``'fast'`` | ``'reference'``.
-        gain: ``[C_out]`` electronic per-channel scale (default ones).
+        gain: electronic scale, ``[C_out, C_in, 2]`` per metasurface or ``[C_out]`` per
+            output channel (default: ones per channel).
         trainable_gain: register the gain as a parameter (else a buffer).
         cache_psf: reuse PSFs while the optics is frozen and unchanged.
     """
@@ -92,8 +95,9 @@ class OpticalFrontEnd(nn.Module):
         self.generator: torch.Generator | None = None
         """Random generator for sensor noise (None: torch's global RNG)."""
         g = torch.ones(n_out) if gain is None else torch.as_tensor(gain, dtype=torch.float32).detach().clone()
-        if g.shape != (n_out,):
-            raise ValueError(f"gain must have shape [{n_out}], got {tuple(g.shape)}")
+        if tuple(g.shape) not in ((n_out,), (n_out, n_in, 2)):
+            raise ValueError(f"gain must have shape [{n_out}] (per channel) or [{n_out}, {n_in}, 2] "
+                             f"(per metasurface), got {tuple(g.shape)}")
         if trainable_gain:
             self.gain = nn.Parameter(g)
         else:
@@ -154,10 +158,21 @@ class OpticalFrontEnd(nn.Module):
         p = psf.reshape(self.n_out, self.n_in, 2, psf.shape[-2], psf.shape[-1])
         return p[:, :, 0], p[:, :, 1]
 
+    def make_gain_trainable(self) -> nn.Parameter:
+        """Turn a buffer gain into a parameter (same value and state-dict key); return it."""
+        if not isinstance(self.gain, nn.Parameter):
+            value = self.gain.detach().clone()
+            del self._buffers["gain"]
+            self.gain = nn.Parameter(value)
+        return self.gain
+
     # ------------------------------------------------------------------ kernels
     def kernels(self, psf: torch.Tensor | None = None) -> torch.Tensor:
-        """Effective signed crop kernels ``gain * (psf+ - psf-)``: ``[C_out, C_in, k, k]``."""
+        """Effective signed crop kernels ``g+ psf+ - g- psf-`` (or ``g (psf+ - psf-)``): ``[C_out, C_in, k, k]``."""
         pos, neg = self.split_psf(psf)
+        if self.gain.dim() == 3:
+            return crop_center(pos * self.gain[..., 0, None, None] - neg * self.gain[..., 1, None, None],
+                               self.kernel_size)
         signed = crop_center(pos - neg, self.kernel_size)
         return signed * self.gain.view(-1, 1, 1, 1)
 
@@ -168,12 +183,18 @@ class OpticalFrontEnd(nn.Module):
         ``'lstsq'``: per channel ``g = <K, D> / <D, D>`` (closed-form least squares,
         D = signed crop of the PSFs); ``'norm'``: ``g = ||K|| / ||D||`` (matches
         magnitude only; useful when D is unrelated to K, e.g. random optics).
-        Returns the new gain ``[C_out]``.
+        A per-metasurface gain ``[C_out, C_in, 2]`` is fitted the same way per ``(o, i)``:
+        ``'lstsq'`` solves for ``(g+, g-)`` jointly
+        (:func:`dkolib.dko.fidelity.fit_element_gains`); ``'norm'`` gives both signs
+        ``||K[o, i]|| / ||psf+ - psf-||`` on the crop.
+        Returns the new gain.
         """
         if reference.shape != (self.n_out, self.n_in, self.kernel_size, self.kernel_size):
             raise ValueError(f"reference kernels must be [{self.n_out}, {self.n_in}, {self.kernel_size}, "
                              f"{self.kernel_size}], got {tuple(reference.shape)}")
         pos, neg = self.split_psf()
+        if self.gain.dim() == 3:
+            return self._match_element_gain(reference, pos, neg, method)
         d = crop_center(pos - neg, self.kernel_size).detach().flatten(1).to(reference.dtype)
         k = reference.detach().flatten(1)
         dd = (d * d).sum(1).clamp_min(1e-30)
@@ -181,6 +202,22 @@ class OpticalFrontEnd(nn.Module):
             g = (k * d).sum(1) / dd
         elif method == "norm":
             g = k.norm(dim=1) / dd.sqrt()
+        else:
+            raise ValueError(f"method must be 'lstsq' or 'norm', got {method!r}")
+        self.gain.data.copy_(g.to(self.gain.dtype))
+        return self.gain.detach().clone()
+
+    def _match_element_gain(self, reference, pos, neg, method: str) -> torch.Tensor:
+        from .fidelity import element_gain_shape, fit_element_gains
+
+        k = self.kernel_size
+        if method == "lstsq":
+            crop = crop_center(torch.stack([pos, neg], 2).detach(), k).reshape(-1, k, k)
+            g = element_gain_shape(fit_element_gains(crop, reference), self.n_out, self.n_in)
+        elif method == "norm":
+            d = crop_center(pos - neg, k).detach().flatten(2).to(reference.dtype)
+            ratio = reference.detach().flatten(2).norm(dim=2) / d.norm(dim=2).clamp_min(1e-30)
+            g = torch.stack([ratio, ratio], -1)
         else:
             raise ValueError(f"method must be 'lstsq' or 'norm', got {method!r}")
         self.gain.data.copy_(g.to(self.gain.dtype))
@@ -198,6 +235,15 @@ class OpticalFrontEnd(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_out={self.n_out}, n_in={self.n_in}, mode={self.mode!r}, engine={self.engine!r}, "
                 f"window_px={self.window_px}, cache_psf={self.cache_psf}")
+
+
+def unit_gain(n_out: int, n_in: int = 3, model: str = "element") -> torch.Tensor:
+    """Gain of ones: ``[n_out, n_in, 2]`` per metasurface (``'element'``) or ``[n_out]`` (``'channel'``)."""
+    if model == "element":
+        return torch.ones(n_out, n_in, 2)
+    if model == "channel":
+        return torch.ones(n_out)
+    raise ValueError(f"gain model must be 'element' or 'channel', got {model!r} (set optics.gain)")
 
 
 def make_hybrid(model: nn.Module, array: nn.Module, optics_cfg: OpticsConfig, mode: str = "crop",

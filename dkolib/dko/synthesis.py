@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from ..io import load_torch, save_torch, write_csv
 from ..optics.render import crop_center
-from .fidelity import _batched_pearson, fidelity_table, fit_gain
+from .fidelity import _batched_pearson, element_gain_shape, fidelity_table, fit_element_gains, fit_gain
 from .kernels import _dark_mask, merge_signed, split_kernel
 from .losses import LOSSES, stage2_loss
 
@@ -48,11 +48,13 @@ class SynthesisResult:
         history: one row per step: ``step`` (1-based), ``loss`` (sum over elements),
             ``loss_mean``, ``corr_mean``/``eff_crop_mean``/``eff_window_mean`` (lit elements, of
             the PSF *before* that step's update), ``seconds`` (cumulative wall time).
-        fidelity: :func:`fidelity_table` of the final array.
-        gain: ``[C_out]`` closed-form gains fitted on the final crop.
+        fidelity: :func:`fidelity_table` of the final array (both gain models).
+        gain: ``[C_out]`` closed-form per-channel gains (:func:`fit_gain`) on the final crop.
         psf_crop_signed: ``[C_out, C_in, k, k]`` final signed crop kernels (aperture units).
         seconds: wall seconds of the optimisation (including resumed parts).
-        steps: optimisation steps done.
+        steps: optimisation steps done (< the cap when the stopping rule fired).
+        element_gain: ``[E]`` closed-form per-element gains (:func:`fit_element_gains`).
+        stopped_early: the stopping rule ended the run before the step cap.
     """
 
     array: nn.Module
@@ -62,6 +64,18 @@ class SynthesisResult:
     psf_crop_signed: torch.Tensor
     seconds: float
     steps: int
+    element_gain: torch.Tensor | None = None
+    stopped_early: bool = False
+
+    def front_end_gain(self, model: str = "element") -> torch.Tensor:
+        """The gain an :class:`~dkolib.dko.frontend.OpticalFrontEnd` takes: ``[C_out, C_in, 2]``
+        per element (``'element'``) or ``[C_out]`` per channel (``'channel'``, the paper's)."""
+        if model == "channel":
+            return self.gain.detach().clone()
+        if model != "element":
+            raise ValueError(f"gain model must be 'element' or 'channel', got {model!r}")
+        c_out, c_in = self.psf_crop_signed.shape[:2]
+        return element_gain_shape(self.element_gain.detach().clone(), c_out, c_in)
 
 
 def make_atom(optics_cfg):
@@ -98,14 +112,16 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
                ckpt_path: str | Path | None = None, log_csv: str | Path | None = None,
                budget=None, *, array: nn.Module | None = None, psf_fn: Callable | None = None,
                window_px: int | None = None, ckpt_every: int = 50, lr: float | None = None,
-               loss: str | None = None, steps: int | None = None) -> SynthesisResult:
+               loss: str | None = None, steps: int | None = None, stop_window: int | None = None,
+               stop_tol: float | None = None) -> SynthesisResult:
     """Fit all metasurfaces of an array to the split kernels of ``weight`` (DKO stage 2).
 
     Args:
         weight: ``[C_out, C_in, k, k]`` trained first-layer kernels (k = optics_cfg.kernel_size).
         optics_cfg: :class:`dkolib.config.OpticsConfig`.
         dko_cfg: :class:`dkolib.config.DKOConfig` (``steps``, ``lr``, ``loss``, ``leakage_weight``,
-            ``init``); ``lr``/``loss``/``steps`` keyword arguments override it.
+            ``init``, ``init_noise_rad``, ``stop_window``, ``stop_tol``); the keyword arguments
+            ``lr``/``loss``/``steps``/``stop_window``/``stop_tol`` override it.
         atom: meta-atom model; default from ``optics_cfg.meta_atom``.
         engine: PSF engine, ``'fast'`` or ``'reference'``.
         generator: seeds the array's initialisation (random init).
@@ -118,6 +134,10 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
         array: an existing array to optimise (default: a new ``MetasurfaceArray``).
         psf_fn: PSF function with ``dkolib.optics.propagation.psf``'s signature (for tests).
         window_px: PSF window of the loss (default ``optics_cfg.loss_window_px``).
+        stop_window, stop_tol: stopping rule. With ``stop_window = N > 0`` the run stops after
+            step ``t > N`` once ``(L[t-N] - L[t]) / |L[t-N]| < stop_tol`` (``L``: the summed loss of
+            the history), i.e. the loss improved by less than ``stop_tol`` (relative) over the
+            last N steps; ``steps`` is the cap. ``N = 0`` runs exactly ``steps`` steps.
 
     All elements are optimised together with Adam (no weight decay: the parameters are
     latent radii, decaying them towards 0 has no physical meaning). The loss is the
@@ -144,11 +164,16 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     weight = weight.detach().to(torch.float32).cpu()
     targets = split_kernel(weight)
 
+    stop_window = int(dko_cfg.stop_window if stop_window is None else stop_window)
+    stop_tol = float(dko_cfg.stop_tol if stop_tol is None else stop_tol)
+    if stop_window < 0 or stop_tol < 0:
+        raise ValueError(f"stop_window and stop_tol must be >= 0, got {stop_window}, {stop_tol}")
     if array is None:
         from ..optics.metasurface import MetasurfaceArray
 
         atom = atom if atom is not None else make_atom(optics_cfg)
-        array = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator)
+        array = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator,
+                                 init_noise_rad=dko_cfg.init_noise_rad)
     n_el = int(array.latent.shape[0])
     if n_el != targets.shape[0]:
         raise ValueError(f"array has {n_el} elements but weight needs {targets.shape[0]}")
@@ -158,7 +183,9 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             "leakage_weight": float(dko_cfg.leakage_weight), "targets_sha1": _targets_digest(targets),
             "latent_shape": tuple(array.latent.shape)}
 
-    start, elapsed, rows = 0, 0.0, []
+    if stop_window > 0:
+        meta.update(stop_window=stop_window, stop_tol=stop_tol)
+    start, elapsed, rows, stopped = 0, 0.0, [], False
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         state = load_torch(ckpt_path, map_location=array.latent.device)
@@ -171,13 +198,14 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             array.latent.copy_(state["latent"])
         opt.load_state_dict(state["optimizer"])
         start, elapsed, rows = int(state["step"]), float(state["seconds"]), list(state["history"])
+        stopped = bool(state.get("stopped", False))
         if budget is not None and state.get("budget") is not None:
             budget.load_state_dict(state["budget"])
 
     def save_ckpt(step: int) -> None:
         if ckpt_path is not None:
             save_torch({"step": step, "latent": array.latent.detach().clone(), "optimizer": opt.state_dict(),
-                        "seconds": elapsed, "history": rows, "meta": meta,
+                        "seconds": elapsed, "history": rows, "meta": meta, "stopped": stopped,
                         "budget": budget.state_dict() if budget is not None else None}, ckpt_path)
         if log_csv is not None:
             write_csv(pd.DataFrame(rows, columns=HISTORY_COLUMNS), log_csv)
@@ -185,8 +213,9 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     flops = _flops_per_step(optics_cfg, window_px, n_el, engine) if budget is not None else None
     lit = ~_dark_mask(targets)
     t_flat = targets.reshape(n_el, -1)
-    bar = tqdm(range(start, steps), desc=f"DKO stage 2 ({loss_name})", disable=not progress,
-               initial=start, total=steps)
+    bar = tqdm(range(start, start if stopped else steps), desc=f"DKO stage 2 ({loss_name})",
+               disable=not progress, initial=start, total=steps)
+    done = start
     for step in bar:
         t0 = time.perf_counter()
         ctx = budget.timing() if budget is not None else _null()
@@ -212,10 +241,16 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
                          "seconds": elapsed})
         if progress:
             bar.set_postfix(loss=f"{rows[-1]['loss_mean']:.3e}", corr=f"{rows[-1]['corr_mean']:.3f}")
+        done = step + 1
+        if stop_window > 0 and len(rows) > stop_window:
+            prev, now = rows[-1 - stop_window]["loss"], rows[-1]["loss"]
+            if (prev - now) / max(abs(prev), 1e-30) < stop_tol:
+                stopped = True
+                break
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
             save_ckpt(step + 1)
     bar.close()
-    save_ckpt(steps)
+    save_ckpt(done)
 
     with torch.no_grad():
         p_win = psf_fn(array, array.wavelengths_m, optics_cfg, window_px, engine=engine, normalize=True)
@@ -225,9 +260,11 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
                            engine=engine, normalize=True)
     signed = merge_signed(crop_center(p_win.detach().cpu(), k), c_out, c_in).to(torch.float32)
     gain = fit_gain(signed, weight)
-    fid = fidelity_table(p_win, weight, gain, p_ren)
+    element_gain = fit_element_gains(crop_center(p_win.detach().cpu(), k), weight)
+    fid = fidelity_table(p_win, weight, gain, p_ren, element_gain=element_gain)
     return SynthesisResult(array=array, history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), fidelity=fid,
-                           gain=gain, psf_crop_signed=signed, seconds=elapsed, steps=steps)
+                           gain=gain, psf_crop_signed=signed, seconds=elapsed, steps=done,
+                           element_gain=element_gain, stopped_early=stopped)
 
 
 HISTORY_COLUMNS = ["step", "loss", "loss_mean", "corr_mean", "eff_crop_mean", "eff_window_mean", "seconds"]

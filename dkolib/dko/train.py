@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from .budget import BudgetMeter
 from ..config import Config
-from .frontend import OpticalFrontEnd, find_frontend, make_hybrid
+from .frontend import OpticalFrontEnd, find_frontend, make_hybrid, unit_gain
 from ..io import load_torch, save_torch, seed_everything, set_threads, write_csv
 from ..depth.losses import disparity_distillation_loss, make_depth_loss
 from ..depth.network import DepthNet
@@ -492,7 +492,7 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
     reference = base.conv1_weight().detach().clone()
     array = _build_array(cfg, base.conv1_channels, e.init, gen)
     model = make_hybrid(base, array, cfg.optics, mode="crop", engine=engine, trainable_gain=True,
-                        cache_psf=False)
+                        gain=unit_gain(base.conv1_channels, 3, cfg.optics.gain), cache_psf=False)
     fe: OpticalFrontEnd = model.first_layer
     fe.match_gain(reference, method="norm")
     model.to(resolve_device(cfg))
@@ -564,9 +564,7 @@ def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: 
             fe.compute_psf()
         budget.add_flops(psf_step_flops(cfg, fe.n_out * fe.n_in * 2, fe.window_px, fe.engine, False),
                          category="optics")
-    params = hybrid_model.backend_parameters()
-    if isinstance(fe.gain, nn.Parameter):
-        params.append(fe.gain)
+    params = hybrid_model.backend_parameters() + [fe.make_gain_trainable()]
     train_loop(hybrid_model, [{"params": params, "lr": lr or cfg.dko.finetune_lr}], train_set, steps=steps,
                batch_size=cfg.stage1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv", ckpt=ckpt,
                loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),

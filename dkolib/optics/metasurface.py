@@ -22,7 +22,7 @@ from torch import nn
 
 from .propagation import cell_coords_m
 
-INITS = ("lens", "random", "phase")
+INITS = ("lens", "random", "lens_random", "phase")
 
 
 def _is_library(atom) -> bool:
@@ -75,8 +75,11 @@ class MetasurfaceArray(nn.Module):
         atom: a ``MetaAtomLibrary`` (radius latent) or ``IdealPhaseAtom`` (phase latent).
         init: ``'lens'`` (imaging lens at every element's wavelength), ``'random'``
             (uniform radii in ``[r_min, r_max]`` or uniform phase in ``[0, 2 pi)``, from
-            ``generator``), ``'phase'`` (``target_phase_rad`` via the reverse lookup).
-        generator: ``torch.Generator`` for ``'random'`` (reproducible).
+            ``generator``), ``'lens_random'`` (lens phase plus i.i.d. Gaussian phase noise of
+            standard deviation ``init_noise_rad`` per cell, from ``generator``), ``'phase'``
+            (``target_phase_rad`` via the reverse lookup).
+        generator: ``torch.Generator`` for ``'random'`` / ``'lens_random'`` (reproducible).
+        init_noise_rad: phase-noise standard deviation (rad) of ``'lens_random'``.
         target_phase_rad: ``[N, N]`` or ``[E, N, N]`` phase (rad) for ``init='phase'``.
         wavelengths_m: per-input-channel wavelengths (default ``optics_cfg.wavelengths_m``).
         n_cells: override ``optics_cfg.n_cells``.
@@ -87,7 +90,7 @@ class MetasurfaceArray(nn.Module):
 
     def __init__(self, n_out: int, n_in: int, optics_cfg, atom, init: str = "lens",
                  generator: torch.Generator | None = None, target_phase_rad=None,
-                 wavelengths_m=None, n_cells: int | None = None):
+                 wavelengths_m=None, n_cells: int | None = None, init_noise_rad: float = 1.0):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -109,6 +112,7 @@ class MetasurfaceArray(nn.Module):
         self.is_library = _is_library(atom)
         per_el = [float(wls[i]) for o in range(n_out) for i in range(n_in) for _s in range(2)]
         self.register_buffer("wavelengths_m", torch.tensor(per_el, dtype=torch.float64))
+        self.init_noise_rad = float(init_noise_rad)
         self.latent = nn.Parameter(self._init_latent(init, generator, target_phase_rad))
 
     @property
@@ -141,12 +145,14 @@ class MetasurfaceArray(nn.Module):
                 r = self.atom.r_min_m + (self.atom.r_max_m - self.atom.r_min_m) * u
                 return _latent_from_radius(r, self.atom).to(torch.float32)
             return (2 * math.pi * u).to(torch.float32)
-        if init == "lens":
+        if init in ("lens", "lens_random"):
             phase = torch.empty((E, n, n), dtype=torch.float64)
             for lam in np.unique(self.wavelengths_m.numpy()):
                 sel = torch.as_tensor(np.nonzero(self.wavelengths_m.numpy() == lam)[0])
                 phase[sel] = torch.from_numpy(lens_phase_rad(n, cfg.cell_pitch_m, float(lam), cfg.sensor_distance_m,
                                                              cfg.source_distance_m))
+            if init == "lens_random":
+                phase = phase + self.init_noise_rad * torch.randn((E, n, n), generator=generator, dtype=torch.float64)
             return self._phase_to_latent(phase)
         if target_phase_rad is None:
             raise ValueError("init='phase' needs target_phase_rad ([N, N] or [E, N, N], radians)")

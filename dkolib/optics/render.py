@@ -120,7 +120,9 @@ def optical_conv(images: torch.Tensor, psf_pos: torch.Tensor, psf_neg: torch.Ten
         images: ``[B, C_in, H, W]`` scene intensities in ``[0, 1]``.
         psf_pos, psf_neg: ``[C_out, C_in, w, w]`` PSFs (fraction of aperture energy per pixel).
         stride: sensor read-out stride (2 for ResNet conv1).
-        gain: ``[C_out]`` electronic scale applied after the subtraction (None: 1).
+        gain: electronic scale (None: 1): ``[C_out]`` applied after the subtraction, or
+            ``[C_out, C_in, 2]`` applied to each metasurface's read-out (after its noise,
+            before the subtraction; index 0 the + and 1 the - metasurface).
         noise: :class:`SensorNoise` applied to each of the ``2 C_in C_out`` sensor images
             before subtraction and summation over ``C_in`` (None: noiseless).
         generator: random generator for the noise.
@@ -136,8 +138,10 @@ def optical_conv(images: torch.Tensor, psf_pos: torch.Tensor, psf_neg: torch.Ten
     C_out, C_in, k = psf_pos.shape[0], psf_pos.shape[1], psf_pos.shape[-1]
     if images.shape[1] != C_in:
         raise ValueError(f"images have {images.shape[1]} channels but the PSFs expect C_in={C_in}")
-    if gain is not None and gain.shape != (C_out,):
-        raise ValueError(f"gain must be [C_out={C_out}], got {tuple(gain.shape)}")
+    if gain is not None and tuple(gain.shape) not in ((C_out,), (C_out, C_in, 2)):
+        raise ValueError(f"gain must be [C_out={C_out}] or [C_out, C_in, 2] = [{C_out}, {C_in}, 2], "
+                         f"got {tuple(gain.shape)}")
+    per_element = gain is not None and gain.dim() == 3
     if method not in ("auto", "direct", "fft"):
         raise ValueError(f"method must be 'auto', 'direct' or 'fft', got {method!r}")
     use_fft = method == "fft" or (method == "auto" and k > 15)
@@ -145,8 +149,12 @@ def optical_conv(images: torch.Tensor, psf_pos: torch.Tensor, psf_neg: torch.Ten
     psf_pos = psf_pos.to(images.dtype)
     psf_neg = psf_neg.to(images.dtype)
     if noise is None:
-        # linear: subtract and sum over C_in before correlating (one conv2d)
-        signed = psf_pos - psf_neg
+        # linear: scale, subtract and sum over C_in before correlating (one conv2d)
+        if per_element:
+            g = gain.to(images.dtype)
+            signed = psf_pos * g[..., 0, None, None] - psf_neg * g[..., 1, None, None]
+        else:
+            signed = psf_pos - psf_neg
         if use_fft:
             y = corr(images, signed.permute(1, 0, 2, 3), stride).sum(1)
         else:
@@ -157,8 +165,10 @@ def optical_conv(images: torch.Tensor, psf_pos: torch.Tensor, psf_neg: torch.Ten
         s = corr(images, w, stride)  # [B, C_in, C_out*2, Ho, Wo]
         s = noise(s, generator=generator)
         s = s.reshape(s.shape[0], C_in, C_out, 2, s.shape[-2], s.shape[-1])
+        if per_element:  # each read-out is scaled with its noise, as an amplifier would
+            s = s * gain.to(s.dtype).permute(1, 0, 2)[None, :, :, :, None, None]
         y = (s[:, :, :, 0] - s[:, :, :, 1]).sum(1)
-    if gain is not None:
+    if gain is not None and not per_element:
         y = y * gain.to(y.dtype).view(1, -1, 1, 1)
     return y
 

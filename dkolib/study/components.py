@@ -46,7 +46,7 @@ def build_e2e_model(cfg, engine: str, seed: int, warm_state: dict | None = None)
     Mirrors ``train.run_e2e(variant='joint')``: seeded network (or ``warm_state``), metasurfaces
     from ``cfg.e2e.init``, gain matched to the reference kernels' norm.
     """
-    from ..dko.frontend import make_hybrid
+    from ..dko.frontend import make_hybrid, unit_gain
     from ..dko.train import _build_array, psf_step_flops
 
     gen = seed_everything(seed)
@@ -56,7 +56,8 @@ def build_e2e_model(cfg, engine: str, seed: int, warm_state: dict | None = None)
         base.load_state_dict(warm_state)
     reference = base.conv1_weight().detach().clone()
     array = _build_array(cfg, base.conv1_channels, cfg.e2e.init, gen)
-    model = make_hybrid(base, array, cfg.optics, mode="crop", engine=engine, trainable_gain=True, cache_psf=False)
+    model = make_hybrid(base, array, cfg.optics, mode="crop", engine=engine, trainable_gain=True,
+                        gain=unit_gain(base.conv1_channels, 3, cfg.optics.gain), cache_psf=False)
     fe = model.first_layer
     fe.match_gain(reference, method="norm")
     extra = psf_step_flops(cfg, fe.n_out * fe.n_in * 2, fe.window_px, engine, backward=True)
@@ -72,7 +73,7 @@ def e2e_param_groups(model: nn.Module, cfg, mult: float) -> Callable[[], list]:
 
 def run_stage2(cfg, weight: torch.Tensor, engine: str, lr: float, steps: int, seed: int, work: Path,
                progress: bool = True):
-    """DKO stage 2 + closed-form gain on ``weight``; cached in ``work/result.pt``.
+    """DKO stage 2 + closed-form gain (``cfg.optics.gain``'s model) on ``weight``; cached in ``work/result.pt``.
 
     Returns ``(array, gain, cost)`` with ``cost = {"wall_s", "cpu_s", "flops"}`` measured
     (the synthesis steps, plus the analytic FLOPs of the one PSF the gain fit needs).
@@ -97,8 +98,9 @@ def run_stage2(cfg, weight: torch.Tensor, engine: str, lr: float, steps: int, se
     meter.add_flops(psf_step_flops(cfg, n_el, cfg.optics.loss_window_px, engine, backward=False), "optics")
     cost = meter.snapshot()
     save_array(res.array, work / "array.pt", cfg.optics, engine=engine)
-    save_torch({"gain": res.gain.detach().clone(), "cost": cost}, res_path)
-    return res.array, res.gain.detach().clone(), cost
+    gain = res.front_end_gain(cfg.optics.gain)
+    save_torch({"gain": gain, "cost": cost}, res_path)
+    return res.array, gain, cost
 
 
 def run_finetune_fixed(cfg, hybrid: nn.Module, engine: str, lr: float, steps: int, seed: int, train_set,

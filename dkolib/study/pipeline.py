@@ -47,13 +47,14 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     array = None
     if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
         array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
-                                 init=cfg.dko.init, generator=gen).to(device)
+                                 init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad).to(device)
     res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
                      ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
     after = budget.snapshot()
     save_array(res.array, out_dir / "array.pt", cfg.optics, loss=cfg.dko.loss, engine=engine)
-    save_torch(res.gain.detach().clone(), out_dir / "gain.pt")
-    hybrid = hybrid_from_dko(model, res.array, res.gain, cfg.optics, "crop", engine)
+    gain = res.front_end_gain(cfg.optics.gain)
+    save_torch(gain, out_dir / "gain.pt")
+    hybrid = hybrid_from_dko(model, res.array, gain, cfg.optics, "crop", engine)
     save_model(hybrid, out_dir / "model.pt", cfg, budget, kind="hybrid_dko",
                extra={"stage2": {"loss": cfg.dko.loss, "lr": cfg.dko.lr, "steps": res.steps}})
     write_csv(res.history, out_dir / "history.csv")
@@ -62,6 +63,7 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     summary = {
         "profile": cfg.profile, "loss": cfg.dko.loss, "leakage_weight": cfg.dko.leakage_weight,
         "lr": cfg.dko.lr, "init": cfg.dko.init, "engine": engine, "steps": res.steps,
+        "stopped_early": res.stopped_early, "gain_model": cfg.optics.gain,
         "n_elements": int(res.array.latent.shape[0]), "n_cells": cfg.optics.n_cells,
         "meta_atom": cfg.optics.meta_atom, "seconds": res.seconds,
         "stage2_wall_s": after["wall_s"] - before["wall_s"], "stage2_flops": after["flops"] - before["flops"],

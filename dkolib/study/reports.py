@@ -81,30 +81,40 @@ def dko_kernels(array, gain: torch.Tensor, optics_cfg, engine: str | None = None
     """The optical kernels a DKO array realises, for display and fidelity checks.
 
     Returns ``{"psf_window": [E, W, W] (loss window, aperture-energy units),
-    "signed": [C_out, C_in, k, k] signed crop (P+ - P-), "kernels": gain * signed}``.
+    "signed": [C_out, C_in, k, k] signed crop (P+ - P-), "kernels": the gain-scaled signed
+    crop}`` for a per-channel ``gain [C_out]`` or a per-metasurface ``gain [C_out, C_in, 2]``.
     """
     from ..optics.render import crop_center, signed_kernels
 
     with torch.no_grad():
         psf_window = array.psf(optics_cfg.loss_window_px, engine=engine)
     signed = signed_kernels(crop_center(psf_window, optics_cfg.kernel_size), array.n_out, array.n_in)
-    return {"psf_window": psf_window, "signed": signed, "kernels": gain.reshape(-1, 1, 1, 1) * signed}
+    if gain.dim() == 3:
+        crop = crop_center(psf_window, optics_cfg.kernel_size) * gain.reshape(-1, 1, 1)
+        kernels = signed_kernels(crop, array.n_out, array.n_in)
+    else:
+        kernels = gain.reshape(-1, 1, 1, 1) * signed
+    return {"psf_window": psf_window, "signed": signed, "kernels": kernels}
 
 
-def gain_restoration(psf_window: torch.Tensor, weight: torch.Tensor, gain: torch.Tensor) -> pd.DataFrame:
-    """Per-channel kernel error without and with the closed-form electronic gain.
+def gain_restoration(psf_window: torch.Tensor, weight: torch.Tensor) -> pd.DataFrame:
+    """Per-channel kernel error ``||g P - K|| / ||K||`` under three electronic gain models.
 
     ``none`` uses the PSF crop as the kernel (gain 1, the paper's code: the
-    sum-normalised loss leaves each kernel's scale undetermined); ``closed_form``
-    uses :func:`dkolib.dko.synthesis.fit_gain`. Columns: ``gain_mode,
-    channel_norm_err_mean, channel_norm_err_median``.
+    sum-normalised loss leaves each kernel's scale undetermined); ``channel``
+    one closed-form gain per output channel (:func:`dkolib.dko.fidelity.fit_gain`);
+    ``element`` one per metasurface (:func:`dkolib.dko.fidelity.fit_element_gains`).
+    Columns: ``gain_mode, channel_norm_err_mean, channel_norm_err_median, channel_corr_mean``.
     """
     from ..dko.fidelity import fidelity_table
 
+    c_out = weight.shape[0]
+    fid = fidelity_table(psf_window, weight)
+    ones = fidelity_table(psf_window, weight, gain=torch.ones(c_out, dtype=weight.dtype))
     rows = []
-    for mode, g in (("none", torch.ones_like(gain)), ("closed_form", gain)):
-        fid = fidelity_table(psf_window, weight, gain=g)
-        ch = fid[fid["level"] == "channel"]["norm_err"]
-        rows.append({"gain_mode": mode, "channel_norm_err_mean": float(ch.mean()),
-                     "channel_norm_err_median": float(ch.median())})
+    for mode, table, err, corr in (("none", ones, "norm_err", "corr"), ("channel", fid, "norm_err", "corr"),
+                                   ("element", fid, "norm_err_elem", "corr_elem")):
+        ch = table[table["level"] == "channel"]
+        rows.append({"gain_mode": mode, "channel_norm_err_mean": float(ch[err].mean()),
+                     "channel_norm_err_median": float(ch[err].median()), "channel_corr_mean": float(ch[corr].mean())})
     return pd.DataFrame(rows)

@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Stage-2 (DKO synthesis) study: initialisation x learning rate, and the fidelity / light trade-off.
+
+    python scripts/synthesis_study.py --profile default --stage1 results/default/stage1/model.pt
+
+Two grids, each run on the *selection* output channels (``--channels``, default 0-1) of the
+trained stage-1 conv1 kernels, never on the channels the pipeline's DKO summary reports
+alone (it reports all channels; the choice is made on two of them):
+
+* ``init_lr``: every ``--inits`` x ``--lrs`` with the profile's loss and leakage weight;
+* ``leakage``: the leakage loss at every ``--leakage-weights`` and the paper's loss, with
+  the profile's init and lr: channel kernel error against the light in the crop (Pareto).
+
+Stage 2 treats elements independently (summed loss, per-parameter Adam), so a channel's
+result does not depend on which other channels are fitted with it. Each run is continued
+(resumed from its checkpoint) through ``--milestones`` and writes one row per milestone with
+both gain models (per channel: ``corr_ch``/``err_ch``, the paper's; per metasurface:
+``corr_elem``/``err_elem``), the light in the crop / loss window / render window, and the
+seconds per step. Writes ``results/<profile>/dko/synthesis_study.csv`` and the figure
+``figures/<profile>/dko_pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib import plots  # noqa: E402
+from dkolib.config import load_config, parse_overrides  # noqa: E402
+from dkolib.dko import summarize_fidelity, synthesize  # noqa: E402
+from dkolib.dko.train import load_depthnet  # noqa: E402
+from dkolib.io import write_csv  # noqa: E402
+from dkolib.study.paths import ProfilePaths  # noqa: E402
+
+
+def parse_channels(text: str) -> list[int]:
+    """``'0-7'`` -> ``[0, ..., 7]``; ``'1,3,5'`` -> ``[1, 3, 5]``."""
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(c) for c in text.split(",")]
+
+
+def run_one(weight, cfg, dko, milestones, tag: dict, seed: int) -> list[dict]:
+    """Synthesise ``weight`` with ``dko`` through ``milestones`` step caps; one row per milestone."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cap in milestones:
+            res = synthesize(weight, cfg.optics, dko, steps=cap, ckpt_path=Path(tmp) / "ckpt.pt", progress=False,
+                             generator=torch.Generator().manual_seed(seed), ckpt_every=10**9)
+            s = summarize_fidelity(res.fidelity)
+            ch = res.fidelity[res.fidelity["level"] == "channel"]
+            rows.append({**tag, "init": dko.init, "lr": dko.lr, "loss": dko.loss,
+                         "leakage_weight": dko.leakage_weight, "step_cap": cap, "steps_used": res.steps,
+                         "stopped_early": res.stopped_early, "s_per_step": res.seconds / max(res.steps, 1),
+                         "corr_ch": s["channel_corr_mean"], "err_ch": s["channel_norm_err_mean"],
+                         "corr_elem": s["channel_corr_elem_mean"], "err_elem": s["channel_norm_err_elem_mean"],
+                         "corr_elem_min": float(ch["corr_elem"].min()), "err_elem_max": float(ch["norm_err_elem"].max()),
+                         "eff_crop": s["eff_crop_mean"], "eff_window": s["eff_window_mean"],
+                         "eff_render": s["eff_render_mean"]})
+            if res.stopped_early:
+                break
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--stage1", type=Path, required=True, help="stage-1 model.pt")
+    ap.add_argument("--channels", default="0-1", help="selection output channels (a-b or a,b,c)")
+    ap.add_argument("--inits", default="lens,lens_random,random")
+    ap.add_argument("--lrs", default="0.05,0.1,0.2")
+    ap.add_argument("--leakage-weights", default="0,0.1,0.3,0.5,1,3")
+    ap.add_argument("--milestones", default="60,120", help="step caps reported per run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko/synthesis_study.csv")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.profile, parse_overrides(args.overrides))
+    torch.set_num_threads(args.threads or cfg.threads)
+    paths = ProfilePaths(cfg.profile)
+    out = args.out or paths.dko / "synthesis_study.csv"
+    channels = parse_channels(args.channels)
+    weight = load_depthnet(args.stage1, cfg).conv1_weight().detach().clone().float()
+    if max(channels) >= weight.shape[0]:
+        ap.error(f"--channels {args.channels}: the network has {weight.shape[0]} output channels")
+    weight = weight[channels]
+    milestones = [int(m) for m in args.milestones.split(",")]
+    # the study runs to its caps: the stopping rule would cut settings short at different steps
+    base = dataclasses.replace(cfg.dko, stop_window=0)
+    runs = [("init_lr", dataclasses.replace(base, init=i, lr=float(lr)))
+            for i in args.inits.split(",") for lr in args.lrs.split(",")]
+    runs += [("leakage", dataclasses.replace(base, loss="leakage", leakage_weight=float(w)))
+             for w in args.leakage_weights.split(",")]
+    runs.append(("leakage", dataclasses.replace(base, loss="paper")))
+    rows = []
+    for i, (grid, dko) in enumerate(runs):
+        tag = {"grid": grid, "channels": args.channels, "sensor_distance_m": cfg.optics.sensor_distance_m,
+               "n_cells": cfg.optics.n_cells}
+        print(f"[{i + 1}/{len(runs)}] {grid}: init={dko.init} lr={dko.lr} loss={dko.loss} "
+              f"leakage_weight={dko.leakage_weight}", flush=True)
+        rows += run_one(weight, cfg, dko, milestones, tag, args.seed)
+        write_csv(pd.DataFrame(rows), out)  # partial results survive an interruption
+    study = pd.DataFrame(rows)
+    fig = plots.plot_fidelity_light_tradeoff(study, chosen_weight=cfg.dko.leakage_weight)
+    plots.save_figure(fig, paths.figures / "dko_pareto")
+    print(f"wrote {out} and {paths.figures / 'dko_pareto.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
