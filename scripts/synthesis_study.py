@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko/synthesis_study.csv")
+    ap.add_argument("--figure", type=Path, default=None, help="figure stem (default: figures/<profile>/dko_pareto)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
 
@@ -114,8 +115,9 @@ def main(argv=None) -> int:
         write_csv(pd.DataFrame(rows), out)  # partial results survive an interruption
     study = pd.DataFrame(rows)
     fig = plots.plot_fidelity_light_tradeoff(study, chosen_weight=cfg.dko.leakage_weight)
-    plots.save_figure(fig, paths.figures / "dko_pareto")
-    print(f"wrote {out} and {paths.figures / 'dko_pareto.png'}")
+    stem = args.figure or paths.figures / "dko_pareto"
+    plots.save_figure(fig, stem)
+    print(f"wrote {out} and {stem}.png")
     return 0
 
 

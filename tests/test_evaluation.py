@@ -142,7 +142,8 @@ def test_factory_and_bad_modes(exact_optics):
         evaluate_design(stage1, data, cfg, evals=("blurred",))
 
 
-def test_load_design_roundtrip(tmp_path):
+@pytest.mark.parametrize("per_element", [False, True])
+def test_load_design_roundtrip(tmp_path, per_element):
     from dkolib.io import save_torch
     from dkolib.dko.synthesis import save_array
     from dkolib.dko.train import save_model
@@ -154,7 +155,7 @@ def test_load_design_roundtrip(tmp_path):
     array = _array(cfg, c1)
     with torch.no_grad():
         array.latent.add_(0.1 * torch.randn(array.latent.shape, generator=torch.Generator().manual_seed(1)))
-    gain = torch.linspace(1.0, 2.0, c1)
+    gain = torch.linspace(1.0, 2.0, c1 * 6).reshape(c1, 3, 2) if per_element else torch.linspace(1.0, 2.0, c1)
     dko_dir = tmp_path / "dko"
     save_array(array, dko_dir / "array.pt", cfg.optics)
     save_torch(gain, dko_dir / "gain.pt")

@@ -202,7 +202,9 @@ def load_design(path: str | Path, cfg=None, stage1: str | Path | None = None, en
 
     base = DepthNet(cfg_.model, kernel_size=cfg_.optics.kernel_size)
     array = _build_array(cfg_, base.conv1_channels, "lens", torch.Generator().manual_seed(0))
+    stored_gain = obj["state_dict"].get("first_layer.gain")  # per channel or per metasurface
     model = make_hybrid(base, array, cfg_.optics, mode="crop", engine=engine or cfg_.optics.engine,
+                        gain=None if stored_gain is None else torch.ones_like(stored_gain),
                         trainable_gain=False, cache_psf=True)
     model.load_state_dict(obj["state_dict"])
     model.first_layer.freeze_optics(True)
