@@ -111,7 +111,8 @@ def _second_checkout(tmp_path: Path) -> Path:
 
 def _run(args, cwd, env=None):
     env = {**os.environ, **(env or {})}
-    env.pop("DKOLIB_ROOT", None) if env.get("DKOLIB_ROOT") == "" else None
+    if env.get("DKOLIB_ROOT") == "":  # "" means: run without DKOLIB_ROOT
+        del env["DKOLIB_ROOT"]
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

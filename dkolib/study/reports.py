@@ -84,14 +84,15 @@ def dko_kernels(array, gain: torch.Tensor, optics_cfg, engine: str | None = None
     "signed": [C_out, C_in, k, k] signed crop (P+ - P-), "kernels": the gain-scaled signed
     crop}`` for a per-channel ``gain [C_out]`` or a per-metasurface ``gain [C_out, C_in, 2]``.
     """
+    from ..dko.fidelity import apply_element_gains
     from ..optics.render import crop_center, signed_kernels
 
     with torch.no_grad():
         psf_window = array.psf(optics_cfg.loss_window_px, engine=engine)
-    signed = signed_kernels(crop_center(psf_window, optics_cfg.kernel_size), array.n_out, array.n_in)
+    crop = crop_center(psf_window, optics_cfg.kernel_size)
+    signed = signed_kernels(crop, array.n_out, array.n_in)
     if gain.dim() == 3:
-        crop = crop_center(psf_window, optics_cfg.kernel_size) * gain.reshape(-1, 1, 1)
-        kernels = signed_kernels(crop, array.n_out, array.n_in)
+        kernels = apply_element_gains(crop, gain.reshape(-1), array.n_out, array.n_in)
     else:
         kernels = gain.reshape(-1, 1, 1, 1) * signed
     return {"psf_window": psf_window, "signed": signed, "kernels": kernels}
