@@ -72,7 +72,7 @@ def worker(spec: dict) -> dict:
 
     torch.set_num_threads(int(spec["threads"]))
     from dkolib.config import load_config
-    from dkolib.optics.metaatoms import IdealPhaseAtom, MetaAtomLibrary
+    from dkolib.optics.metaatoms import IdealPhaseAtom, load_atom
     from dkolib.optics.metasurface import MetasurfaceArray
     from dkolib.depth.network import DepthNet
     from dkolib.optics.propagation import psf
@@ -84,7 +84,7 @@ def worker(spec: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
-        atom = MetaAtomLibrary.load() if cfg.optics.meta_atom == "tio2" else IdealPhaseAtom()
+        atom = load_atom(cfg.optics.meta_atom)
     except FileNotFoundError:
         atom = IdealPhaseAtom()  # library not built yet: same cost model (a lookup per cell)
     array = None

@@ -79,12 +79,10 @@ class SynthesisResult:
 
 
 def make_atom(optics_cfg):
-    """The meta-atom model named by ``optics_cfg.meta_atom`` ('tio2' library or 'ideal')."""
-    from ..optics import metaatoms
+    """The meta-atom model named by ``optics_cfg.meta_atom`` (:func:`dkolib.optics.metaatoms.load_atom`)."""
+    from ..optics.metaatoms import load_atom
 
-    if optics_cfg.meta_atom == "ideal":
-        return metaatoms.IdealPhaseAtom()
-    return metaatoms.MetaAtomLibrary.load()
+    return load_atom(optics_cfg.meta_atom)
 
 
 def _default_psf_fn():

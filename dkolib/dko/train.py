@@ -78,8 +78,8 @@ def _count_psf_flops(optics_cfg, window_px: int, engine: str) -> float:
 
 def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator) -> nn.Module:
     from ..optics.metasurface import MetasurfaceArray
-    from ..optics.metaatoms import IdealPhaseAtom, MetaAtomLibrary
-    atom = MetaAtomLibrary.load() if cfg.optics.meta_atom == "tio2" else IdealPhaseAtom()
+    from ..optics.metaatoms import load_atom
+    atom = load_atom(cfg.optics.meta_atom)
     return MetasurfaceArray(n_out, 3, cfg.optics, atom, init=init, generator=generator)
 
 

@@ -38,6 +38,21 @@ original spline evaluation is kept as ``MetaAtomLibrary._transmission_reference`
 
 CSV columns: ``wavelength_m, radius_m, t_real, t_imag, amplitude, phase_rad``
 (one row per pair, a full rectangular grid).
+
+Your own library
+----------------
+:func:`load_atom` is the one factory for the meta-atom model that
+``optics.meta_atom`` names: ``'tio2'`` (the packaged library above),
+``'ideal'`` (:class:`IdealPhaseAtom`) or a path to a CSV (relative paths are
+resolved against :func:`dkolib.root.project_root`). A CSV needs the columns
+``wavelength_m``, ``t_real``, ``t_imag`` and exactly one size column
+(:data:`SIZE_COLUMNS`: ``radius_m``, ``width_m`` or ``diameter_m``, metres),
+one row per (wavelength, size) pair on a full grid (at least 2 wavelengths and
+4 sizes); extra columns are ignored. The size plays the role of the radius
+everywhere (``MetasurfaceArray.radii_m`` then holds widths, say); ``t`` follows
+the conventions above (power-normalised, ``|t| <= 1``).
+``scripts/build_metaatom_library.py`` writes such a file for other pillar and
+substrate materials.
 """
 
 from __future__ import annotations
@@ -49,10 +64,19 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 
 DEFAULT_LIBRARY_PATH = Path(__file__).resolve().parent / "data" / "metaatom_library.csv"
 CSV_COLUMNS = ("wavelength_m", "radius_m", "t_real", "t_imag", "amplitude", "phase_rad")
+SIZE_COLUMNS = ("radius_m", "width_m", "diameter_m")
+"""Accepted names of a library CSV's size column (metres); exactly one must be present."""
+REQUIRED_COLUMNS = ("wavelength_m", "t_real", "t_imag")
+ATOM_NAMES = ("tio2", "ideal")
+"""Built-in values of ``optics.meta_atom``; anything else is a path to a library CSV."""
+CSV_FORMAT = (
+    f"a meta-atom library CSV has the columns {', '.join(REQUIRED_COLUMNS)} and one size column "
+    f"({' or '.join(SIZE_COLUMNS)}), in metres, one row per (wavelength, size) pair of a full grid"
+)
 BUILD_HINT = (
     "build it with `python scripts/build_metaatom_library.py --out dkolib/optics/data/metaatom_library.csv "
     "--convergence results/metaatoms/convergence.csv` (6-9 minutes on one core) or the "
@@ -187,11 +211,14 @@ class MetaAtomLibrary:
     """Frozen table of ``transmission[L, R]`` (complex128) on ``wavelengths_m[L]`` x ``radii_m[R]``.
 
     Both axes in metres, strictly increasing; at least 2 wavelengths and 4 radii.
+    ``size_column`` names what the "radii" are (``'radius_m'``; a user library may
+    tabulate ``'width_m'`` or ``'diameter_m'``, see :data:`SIZE_COLUMNS`).
     """
 
     radii_m: np.ndarray
     wavelengths_m: np.ndarray
     transmission: np.ndarray
+    size_column: str = "radius_m"
 
     def __post_init__(self):
         from scipy.interpolate import CubicSpline
@@ -243,31 +270,58 @@ class MetaAtomLibrary:
 
     # ------------------------------------------------------------------ I/O
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "MetaAtomLibrary":
-        """Read the library CSV (default: the packaged ``dkolib/optics/data/metaatom_library.csv``)."""
+    def load(cls, path: str | Path | None = None) -> MetaAtomLibrary:
+        """Read a library CSV (default: the packaged ``dkolib/optics/data/metaatom_library.csv``).
+
+        The format is :data:`CSV_FORMAT` (see the module docstring). Raises
+        ``FileNotFoundError`` for a missing file and :class:`~dkolib.errors.DataError`
+        for a malformed one (missing or ambiguous columns, non-numeric values, not a
+        full grid, values not in metres, ``|t| > 1``).
+        """
         import pandas as pd
 
+        packaged = path is None or Path(path).resolve() == DEFAULT_LIBRARY_PATH
         path = DEFAULT_LIBRARY_PATH if path is None else Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"meta-atom library {path} is missing; {BUILD_HINT}")
-        df = pd.read_csv(path)
-        missing = [c for c in ("wavelength_m", "radius_m", "t_real", "t_imag") if c not in df.columns]
+        hint = BUILD_HINT if packaged else f"{CSV_FORMAT}; scripts/build_metaatom_library.py writes one"
+        if not path.is_file():
+            raise FileNotFoundError(f"meta-atom library {path} is missing; {hint}")
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise DataError(f"cannot read meta-atom library {path} as CSV ({err}); {hint}") from err
+        sizes = [c for c in SIZE_COLUMNS if c in df.columns]
+        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns] + ([] if sizes else [" or ".join(SIZE_COLUMNS)])
         if missing:
-            raise DataError(f"{path} lacks columns {missing} (expected {list(CSV_COLUMNS)}); {BUILD_HINT}")
-        wls = np.unique(df.wavelength_m.to_numpy(np.float64))
-        radii = np.unique(df.radius_m.to_numpy(np.float64))
-        if len(df) != len(wls) * len(radii) or df.duplicated(["wavelength_m", "radius_m"]).any():
-            raise ValueError(
-                f"{path} is not a full (wavelength x radius) grid: {len(df)} rows for "
-                f"{len(wls)} wavelengths x {len(radii)} radii; {BUILD_HINT}"
+            raise DataError(f"{path} lacks the column(s) {missing} (it has {list(df.columns)}); {hint}")
+        if len(sizes) > 1:
+            raise DataError(f"{path} has several size columns {sizes}: keep exactly one of {list(SIZE_COLUMNS)}")
+        size = sizes[0]
+        cols = ["wavelength_m", size, "t_real", "t_imag"]
+        values = df[cols].apply(pd.to_numeric, errors="coerce")
+        bad = [c for c in cols if not np.all(np.isfinite(values[c].to_numpy(np.float64)))]
+        if bad:
+            raise DataError(f"{path}: column(s) {bad} hold empty, non-numeric or infinite values; {hint}")
+        wls = np.unique(values.wavelength_m.to_numpy(np.float64))
+        radii = np.unique(values[size].to_numpy(np.float64))
+        if len(values) != len(wls) * len(radii) or values.duplicated(["wavelength_m", size]).any():
+            raise DataError(
+                f"{path} is not a full (wavelength x {size}) grid: {len(values)} rows for "
+                f"{len(wls)} wavelengths x {len(radii)} sizes (every pair exactly once); {hint}"
             )
-        df = df.sort_values(["wavelength_m", "radius_m"])
-        t = (df.t_real.to_numpy() + 1j * df.t_imag.to_numpy()).reshape(len(wls), len(radii))
-        return cls(radii_m=radii, wavelengths_m=wls, transmission=t)
+        values = values.sort_values(["wavelength_m", size])
+        t = (values.t_real.to_numpy() + 1j * values.t_imag.to_numpy()).reshape(len(wls), len(radii))
+        if np.abs(t).max() > 1.0 + 1e-3:
+            raise DataError(f"{path}: max |t| = {np.abs(t).max():.4g} > 1; t must be the power-normalised "
+                            "zeroth-order amplitude of a passive meta-atom (|t|^2 = transmitted power fraction)")
+        try:
+            return cls(radii_m=radii, wavelengths_m=wls, transmission=t, size_column=size)
+        except ValueError as err:
+            raise DataError(f"{path}: {err}; {hint}") from err
 
     def __repr__(self) -> str:
         return (
-            f"MetaAtomLibrary(radii {self.r_min_m * 1e9:.1f}-{self.r_max_m * 1e9:.1f} nm x {len(self.radii_m)}, "
+            f"MetaAtomLibrary({self.size_column[:-2]} {self.r_min_m * 1e9:.1f}-{self.r_max_m * 1e9:.1f} nm x "
+            f"{len(self.radii_m)}, "
             f"wavelengths {self.wavelengths_m[0] * 1e9:.0f}-{self.wavelengths_m[-1] * 1e9:.0f} nm x "
             f"{len(self.wavelengths_m)})"
         )
@@ -501,11 +555,46 @@ def latent_from_radius(radius_m, library: MetaAtomLibrary) -> torch.Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
+def resolve_library_path(path: str | Path) -> Path:
+    """A library CSV path as given, or relative to :func:`dkolib.root.project_root` when relative."""
+    from ..root import project_root
+
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def load_atom(name_or_path: str | Path = "tio2"):
+    """The meta-atom model that ``optics.meta_atom`` names (the one factory used everywhere).
+
+    ``'tio2'``: the packaged TiO2 library (:meth:`MetaAtomLibrary.load`); ``'ideal'``: an
+    :class:`IdealPhaseAtom`; anything else: the path of a library CSV (format in the module
+    docstring; a relative path is taken from the project root). Raises ``FileNotFoundError``
+    for a missing file, :class:`~dkolib.errors.DataError` for a malformed one and
+    :class:`~dkolib.errors.InputError` for a value that is neither a name nor a ``.csv`` path.
+    """
+    if isinstance(name_or_path, str) and name_or_path in ATOM_NAMES:
+        return IdealPhaseAtom() if name_or_path == "ideal" else MetaAtomLibrary.load()
+    if not isinstance(name_or_path, (str, Path)) or Path(name_or_path).suffix.lower() != ".csv":
+        raise InputError(f"optics.meta_atom must be one of {list(ATOM_NAMES)} or the path of a .csv meta-atom "
+                         f"library, got {name_or_path!r}")
+    path = resolve_library_path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"meta-atom library {path} is missing (optics.meta_atom = {str(name_or_path)!r}; a relative path is "
+            f"taken from the project root, the folder that holds config/ or $DKOLIB_ROOT); {CSV_FORMAT}; "
+            "scripts/build_metaatom_library.py --out <file> writes one")
+    return MetaAtomLibrary.load(path)
+
+
 __all__ = [
-    "MetaAtomLibrary",
-    "IdealPhaseAtom",
-    "radius_from_latent",
-    "latent_from_radius",
+    "ATOM_NAMES",
     "DEFAULT_LIBRARY_PATH",
+    "SIZE_COLUMNS",
+    "IdealPhaseAtom",
+    "MetaAtomLibrary",
+    "latent_from_radius",
+    "load_atom",
+    "radius_from_latent",
+    "resolve_library_path",
 ]
 

@@ -43,6 +43,10 @@ refractiveindex.info):
 - SiO2: I. H. Malitson, "Interspecimen comparison of the refractive index of
   fused silica", J. Opt. Soc. Am. 55, 1205-1208 (1965), Sellmeier formula
   (meent name ``SiO2_malitson``).
+
+Any other material of meent's table can be used for the pillar or the substrate
+(:func:`available_materials` lists them, :func:`check_material` checks that a
+table covers the wavelengths and, for a substrate, that it does not absorb).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+
+from ..errors import InputError
 
 TIO2_TABLE = "TiO2_siefke"
 SIO2_TABLE = "SiO2_malitson"
@@ -84,6 +90,46 @@ def refractive_index(material: str, wavelength_m: float) -> complex:
     if material.upper() not in table:
         raise ValueError(f"material '{material}' is not in meent's nk tables; see meent.print_materials()")
     return complex(np.conj(meent.find_nk_index(material, table, wavelength_m)))
+
+
+def available_materials() -> list[str]:
+    """Names of the materials in meent's nk table (case-insensitive; e.g. ``TIO2_SIEFKE``, ``SI3N4_LUKE``)."""
+    return sorted(_material_table())
+
+
+def material_range_m(material: str) -> tuple[float, float]:
+    """Wavelength range ``(lo, hi)`` in metres that meent's table covers for ``material``."""
+    data = _material_table().get(material.upper())
+    if data is None:
+        raise InputError(f"material {material!r} is not in meent's nk table; choose one of "
+                         f"{', '.join(available_materials())}")
+    if isinstance(data, dict):  # a fitted dispersion formula
+        lo, hi = data["wavelength_range"]
+        return float(lo), float(hi)
+    return float(np.min(data[:, 0])), float(np.max(data[:, 0]))
+
+
+def check_material(material: str, wavelengths_m, lossless: bool = False) -> None:
+    """Raise :class:`~dkolib.errors.InputError` unless ``material`` is tabulated at every wavelength.
+
+    meent itself only warns and clamps outside its table. With ``lossless`` (a
+    substrate: the RCWA half-spaces must be real) the extinction coefficient must
+    also be 0 at every wavelength (metres).
+    """
+    lo, hi = material_range_m(material)
+    wls = np.atleast_1d(np.asarray(wavelengths_m, dtype=np.float64))
+    outside = wls[(wls < lo) | (wls > hi)]
+    if outside.size:
+        raise InputError(f"material {material!r} is tabulated for {lo * 1e9:.0f}-{hi * 1e9:.0f} nm only, not at "
+                         f"{', '.join(f'{w * 1e9:.0f}' for w in outside)} nm; pick another material or narrow "
+                         "the wavelength grid")
+    if lossless:
+        k_ext = [refractive_index(material, w).imag for w in wls]
+        lossy = [(w, k) for w, k in zip(wls, k_ext) if k != 0]
+        if lossy:
+            w, k = lossy[0]
+            raise InputError(f"material {material!r} absorbs (k = {k:.3g} at {w * 1e9:.0f} nm) but the substrate "
+                             "half-space must be lossless; pick a transparent substrate (e.g. SiO2_malitson)")
 
 
 def n_tio2(wavelength_m: float) -> complex:
