@@ -14,7 +14,7 @@ from dkolib.io import UnsafeFileError, load_torch, save_torch
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "dkolib"
-SCIENCE = ["optics", "depth", "dko"]
+SCIENCE = ["optics", "depth", "dko", "fab"]
 TOP_LEVEL = ["config.py", "errors.py", "io.py", "root.py", "plots.py", "__init__.py"]
 
 

@@ -1,0 +1,7 @@
+"""Fabrication: a designed metasurface array as a mask layout, and its tolerance to real-world errors."""
+
+from .layout import count_references, estimate_layout_cost, export_array_layout, pillar_lattice, radii_table, write_layout
+from .plots import plot_tolerances
+from .tolerances import (BuiltArray, as_built, degradation, photon_level, radius_error, read_noise,
+                         run_tolerance_study, sensor_distance_error, study_from_files, tolerance_cases,
+                         wavelength_band)
