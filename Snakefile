@@ -26,7 +26,7 @@ FIG = f"figures/{PROFILE}"
 BENCH = f"{R}/benchmarks"
 T = CFG.threads
 NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
-             "05_equal_budget", "06_figures"]
+             "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics"]
 SPLITS = ["train", "val", "test"]
 
 
@@ -69,6 +69,9 @@ rule all:
         expand(f"{R}/notebooks/{{nb}}.ipynb", nb=NOTEBOOKS),
         f"{R}/physical_eval.csv",
         f"{R}/dko/synthesis_study.csv",
+        f"{R}/dko/operating_point.csv",
+        f"{R}/layout/summary.csv",
+        f"{R}/tolerances.csv",
         f"{R}/equal_budget.csv",
         "results/costs.csv",
         "results/benchmarks/psf_engines.csv",
@@ -239,6 +242,25 @@ rule dko_finetune_psf:
         f"--mode full_psf --quiet --set threads={{threads}}"
 
 
+rule dko_finetune_noise:
+    priority: 10
+    params:
+        config=cfg_hash(*OPT),
+    input:
+        f"{R}/dko/model.pt",
+    output:
+        model=f"{R}/dko_finetune_noise/model.pt",
+        log=f"{R}/dko_finetune_noise/log.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/dko_finetune_noise.tsv"
+    shell:
+        f"python scripts/finetune_dko.py --profile {PROFILE} --dko {{input}} --out {R}/dko_finetune_noise "
+        f"--mode full_psf_noise --quiet --set threads={{threads}}"
+
+
 rule e2e:
     priority: 10
     params:
@@ -267,6 +289,7 @@ rule physical_eval:
         dko=f"{R}/dko/model.pt",
         dko_ft=f"{R}/dko_finetune/model.pt",
         dko_ft_psf=f"{R}/dko_finetune_psf/model.pt",
+        dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
         e2e=f"{R}/e2e/model.pt",
     output:
         f"{R}/physical_eval.csv",
@@ -278,7 +301,70 @@ rule physical_eval:
     shell:
         f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
         "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} "
-        "dko_finetune_psf={input.dko_ft_psf} e2e={input.e2e}"
+        "dko_finetune_psf={input.dko_ft_psf} dko_finetune_noise={input.dko_ft_noise} e2e={input.e2e} "
+        "--ideal-optics {input.stage1}"
+
+
+rule operating_point:
+    # stage 2's leakage weight chosen by validation accuracy under sensor noise
+    params:
+        config=cfg_hash(*OPT),
+    input:
+        f"{R}/stage1/model.pt",
+    output:
+        csv=f"{R}/dko/operating_point.csv",
+        fig=f"{FIG}/dko_operating_point.png",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/operating_point.tsv"
+    shell:
+        f"python scripts/operating_point.py --profile {PROFILE} --stage1 {{input}} --threads {{threads}} "
+        f"--out {{output.csv}} --figure {FIG}/dko_operating_point"
+
+
+rule tolerances:
+    # physical AbsRel of each design under fabrication, assembly and sensor errors
+    params:
+        config=cfg_hash(*OPT, "tolerances"),
+    input:
+        stage1=f"{R}/stage1/model.pt",
+        dko=f"{R}/dko/model.pt",
+        dko_ft=f"{R}/dko_finetune/model.pt",
+        dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
+        e2e=f"{R}/e2e/model.pt",
+    output:
+        f"{R}/tolerances.csv",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/tolerances.tsv"
+    shell:
+        f"python scripts/tolerance_study.py --profile {PROFILE} --threads {{threads}} --quiet "
+        "--design dko={input.dko} dko_finetune={input.dko_ft} dko_finetune_noise={input.dko_ft_noise} "
+        "e2e={input.e2e} --stage1 {input.stage1} "
+        "--out {output}"
+
+
+rule layout:
+    # the mask of the DKO design's first two metasurfaces (GDSII) and the cost of the whole array's;
+    # the GDS and radii are regenerated, only summary.csv is committed
+    params:
+        config=cfg_hash(*OPT),
+    input:
+        f"{R}/dko/model.pt",
+    output:
+        gds=f"{R}/layout/dko_subset.gds",
+        radii=f"{R}/layout/dko_subset_radii.csv",
+        summary=f"{R}/layout/summary.csv",
+    benchmark:
+        f"{BENCH}/layout.tsv"
+    shell:
+        f"python scripts/export_layout.py --profile {PROFILE} --design {R}/dko "
+        f"--elements 0 1 --out-gds {{output.gds}} --out-radii {{output.radii}} "
+        f"--out-summary {{output.summary}} --no-progress"
 
 
 # ---------------------------------------------------------------- equal-budget experiment
@@ -294,6 +380,8 @@ NB_INPUTS = {
     "05_equal_budget": [f"{R}/equal_budget.csv", f"{R}/equal_budget_summary.csv"],
     "06_figures": [f"{R}/physical_eval.csv", f"{R}/equal_budget.csv", "results/costs.csv",
                    f"{R}/notebooks/02_electronic_network.ipynb"],
+    "07_tolerances": [f"{R}/tolerances.csv"],
+    "08_your_own_optics": [],
 }
 
 
@@ -335,6 +423,9 @@ rule readme_results:
     input:
         f"{R}/physical_eval.csv",
         f"{R}/dko/synthesis_study.csv",
+        f"{R}/dko/operating_point.csv",
+        f"{R}/tolerances.csv",
+        f"{R}/layout/summary.csv",
         f"{R}/equal_budget_summary.csv",
         "results/costs.csv",
         f"{R}/notebooks/06_figures.ipynb",

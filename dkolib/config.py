@@ -55,7 +55,10 @@ class OpticsConfig:
     """Samples per sensor pixel per axis used to integrate over pixel area."""
     wavelengths_m: tuple = (700e-9, 550e-9, 400e-9)
     """Design wavelength for each input colour channel (R, G, B)."""
-    meta_atom: str = field(default="tio2", metadata=_range(choices=("tio2", "ideal")))
+    meta_atom: str = "tio2"
+    """Meta-atom model: ``tio2`` (the packaged RCWA library), ``ideal`` (unit amplitude, any phase) or
+    the path of your own library CSV (relative to the project root; format and checks:
+    ``dkolib.optics.metaatoms.load_atom``)."""
     engine: str = field(default="fast", metadata=_range(choices=("fast", "reference")))
     photons_per_pixel: float = field(default=1000.0, metadata=_range(1.0, 1e9))
     """Mean photo-electrons of a white pixel seen through an ideal delta PSF."""
@@ -113,6 +116,8 @@ class DKOConfig:
     """Stopping rule: stop once the loss improved by less than ``stop_tol`` (relative) over
     the last ``stop_window`` steps; 0 = always run ``steps`` (the cap)."""
     stop_tol: float = field(default=1e-3, metadata=_range(0.0, 1.0))
+    operating_weights: tuple = (0.25, 0.5, 1.0, 2.0)
+    """Leakage weights ``scripts/operating_point.py`` compares under sensor noise."""
     finetune_steps: int = field(default=500, metadata=_range(0, 10_000_000))
     finetune_lr: float = field(default=3e-4, metadata=_range(1e-8, 10.0))
 
@@ -152,6 +157,44 @@ class BudgetConfig:
     """Steps timed per component to calibrate C_ref."""
 
 
+_TOLERANCE_LIMITS = {"radius_sigma_m": (0.0, 1e-7), "radius_bias_m": (-1e-7, 1e-7), "distance_rel": (-0.5, 0.5),
+                     "photon_factors": (1e-6, 1e6), "read_noise_factors": (0.0, 1e4), "bandwidths_m": (0.0, 3e-7)}
+
+
+@dataclass(frozen=True)
+class ToleranceConfig:
+    """Tolerance study of built designs (:mod:`dkolib.fab.tolerances`): errors, levels, images (SI units)."""
+
+    eval_items: int = field(default=12, metadata=_range(0, 10_000_000))
+    """Test images per evaluation; 0 = the whole split."""
+    draws: int = field(default=5, metadata=_range(2, 1000))
+    """Random radius-error draws per standard deviation (at least 2, for an interval)."""
+    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    """Draw ``d`` of the radius errors uses ``seed + d``; the sensor noise uses ``seed``."""
+    radius_sigma_m: tuple = (2e-9, 5e-9, 10e-9)
+    """Standard deviations of i.i.d. Gaussian radius errors, one per simulation cell."""
+    radius_bias_m: tuple = (-5e-9, 5e-9)
+    """Systematic radius errors (every cell)."""
+    distance_rel: tuple = (-0.05, -0.01, 0.01, 0.05)
+    """Relative errors of the metasurface-sensor distance."""
+    photon_factors: tuple = (0.1, 10.0)
+    """Multiples of ``optics.photons_per_pixel``."""
+    read_noise_factors: tuple = (0.0, 2.0)
+    """Multiples of ``optics.read_noise_e``."""
+    bandwidths_m: tuple = (20e-9, 40e-9)
+    """Widths of the illumination band around each design wavelength."""
+    band_samples: int = field(default=5, metadata=_range(1, 101))
+    """Wavelength samples across a band (midpoint rule)."""
+
+    def __post_init__(self):
+        for name, (lo, hi) in _TOLERANCE_LIMITS.items():
+            for v in getattr(self, name):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    hint = " (YAML reads 1e-9 as text: write 1.0e-9)" if isinstance(v, str) else ""
+                    raise ConfigError(f"config key 'tolerances.{name}' must list numbers in [{lo:g}, {hi:g}] "
+                                      f"(SI units), got {v!r}{hint}")
+
+
 @dataclass(frozen=True)
 class Config:
     profile: str = field(default="default", metadata=_range(choices=PROFILES))
@@ -165,6 +208,7 @@ class Config:
     dko: DKOConfig = DKOConfig()
     e2e: E2EConfig = E2EConfig()
     budget: BudgetConfig = BudgetConfig()
+    tolerances: ToleranceConfig = ToleranceConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -267,6 +311,11 @@ def _check_consistency(obj: Any, prefix: str) -> None:
             raise ConfigError(
                 f"config key '{prefix}wavelengths_m' must list 3 wavelengths in metres between "
                 f"200e-9 and 2e-6, got {obj.wavelengths_m!r}"
+            )
+        if obj.meta_atom not in ("tio2", "ideal") and not obj.meta_atom.lower().endswith(".csv"):
+            raise ConfigError(
+                f"config key '{prefix}meta_atom' must be 'tio2', 'ideal' or the path of a .csv meta-atom "
+                f"library, got {obj.meta_atom!r}"
             )
 
 

@@ -207,3 +207,33 @@ def plot_fidelity_light_tradeoff(study: pd.DataFrame, chosen_weight: float | Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_operating_point(table: pd.DataFrame, metric: str = "abs_rel"):
+    """Depth error of the DKO design against stage 2's leakage weight, per evaluation mode.
+
+    ``table``: rows of ``scripts/operating_point.py`` (columns ``design``, ``leakage_weight``,
+    ``eval``, ``metric``, ``light_crop``, ``profile_weight``); the ``ideal_optics`` rows (the network
+    read through ideal optics) are drawn as horizontal lines in the mode's colour.
+    """
+    dko = table[table["design"] == "dko"]
+    ideal = table[table["design"] == "ideal_optics"]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for mode, sel in dko.groupby("eval", sort=False):
+        sel = sel.sort_values("leakage_weight")
+        (line,) = ax.plot(sel["leakage_weight"], sel[metric], marker="o", label=f"DKO, {mode}")
+        bound = ideal[ideal["eval"] == mode]
+        if len(bound):
+            ax.axhline(float(bound[metric].iloc[0]), color=line.get_color(), ls=":", lw=1,
+                       label=f"ideal optics, {mode}")
+    pick = dko[dko["profile_weight"].astype(bool) & (dko["eval"] == "full_psf_noise")]
+    ax.scatter(pick["leakage_weight"], pick[metric], s=160, facecolors="none", edgecolors="k",
+               label="the profile's weight")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("leakage weight of stage 2")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title("Stage-2 operating point: accuracy under sensor noise")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,8 @@
                  dko_finetune=results/default/dko_finetune/model.pt \
                  e2e=results/default/e2e/model.pt \
         [--stage1 results/default/stage1/model.pt] [--out results/default/physical_eval.csv] \
-        [--evals crop full_psf full_psf_noise] [--seed 0] [--split test] [--max-items N]
+        [--evals crop full_psf full_psf_noise] [--seed 0] [--split test] [--max-items N] \
+        [--ideal-optics results/default/stage1/model.pt]
 
 Each design is ``name=path`` where ``path`` is a ``train.save_model`` checkpoint
 (``kind='electronic'`` or any ``'hybrid*'`` kind) or a DKO output folder with
@@ -19,6 +20,10 @@ same noise seed; an electronic design has no optics, so it is evaluated once
 and its row repeated for every mode (identical numbers). The gain of a design
 is used unchanged in every mode. Writes CSV columns
 ``design, eval, abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3``.
+
+``--ideal-optics`` adds the row ``ideal_optics``: that electronic network read through
+optics that deliver its exact kernels with all the light in the kernel window, under
+the same sensor noise (the bound noise sets at the profile's photon level).
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: cache/data/<profile>")
     ap.add_argument("--skip-missing", action="store_true")
+    ap.add_argument("--ideal-optics", type=Path, default=None, metavar="STAGE1",
+                    help="also evaluate this electronic checkpoint through ideal optics (design 'ideal_optics')")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args(argv)
 
@@ -82,11 +89,13 @@ def main(argv=None) -> pd.DataFrame:
                 continue
             raise SystemExit(f"design {name}: {path} does not exist")
         designs[name] = path
+    if args.ideal_optics is not None and not args.ideal_optics.exists():
+        raise SystemExit(f"--ideal-optics {args.ideal_optics} does not exist")
     if not designs:
         raise SystemExit("no design was evaluated")
     result = evaluate_designs(cfg, designs, split=args.split, seed=args.seed, evals=args.evals,
                               engine=args.engine, max_items=args.max_items, stage1=args.stage1,
-                              cache_dir=args.cache_dir)
+                              cache_dir=args.cache_dir, ideal_optics=args.ideal_optics)
     print(result.to_string(index=False))
     write_csv(result, out)
     print(f"wrote {out}")

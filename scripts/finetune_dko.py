@@ -11,7 +11,9 @@ fine-tune), ``<out>/log.csv`` and ``<out>/ckpt.pt`` (resumable).
 
 ``--mode full_psf`` fine-tunes on the sensor images the camera actually delivers (the
 whole PSF window rendered, not the k x k kernel crop the paper fine-tunes on); its
-default output folder is ``results/<profile>/dko_finetune_psf``.
+default output folder is ``results/<profile>/dko_finetune_psf``; ``--mode full_psf_noise`` adds the
+sensor's shot and read noise to every training image (``results/<profile>/dko_finetune_noise``), so the
+back end learns to read the noisy read-outs it will get.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--dko", type=Path, default=None, help="DKO hybrid checkpoint (default: results/<profile>/dko/model.pt)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="default: results/<profile>/dko_finetune (crop) or dko_finetune_psf (full_psf)")
+                    help="default: results/<profile>/dko_finetune (crop), dko_finetune_psf (full_psf) or "
+                         "dko_finetune_noise (full_psf_noise)")
     ap.add_argument("--mode", choices=("crop", "full_psf", "full_psf_noise"), default="crop",
                     help="front end seen while fine-tuning (default: crop, as in the paper)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -44,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     dko_path = args.dko or paths.dko / "model.pt"
     if not dko_path.exists():
         raise SystemExit(f"{dko_path} is missing: run scripts/run_dko.py (or `snakemake dko`) first")
-    out = args.out or (paths.dko_finetune if args.mode == "crop" else paths.dko_finetune_psf)
+    default_out = {"crop": paths.dko_finetune, "full_psf": paths.dko_finetune_psf,
+                   "full_psf_noise": paths.dko_finetune_noise}
+    out = args.out or default_out[args.mode]
     finetune_dko(cfg, dko_path, out, progress=not args.quiet, mode=args.mode)
     print(f"wrote {out / 'model.pt'}")
     return 0

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from dkolib.study.paths import ProfilePaths
+from dkolib.study import readme_results as rr
 from dkolib.study.readme_results import END, START, render, splice, verdicts
 
 
@@ -77,3 +78,44 @@ def test_catch_up_sentence_reads_the_catchup_table():
             "(ratio 1.11 at the largest budget)") in text
     assert "reference engine (flops): its mean reaches DKO's at 2x" in text
     assert "0.5x" not in text  # the full-PSF row is not part of the idealised comparison
+
+
+def test_physical_sentence_names_the_best_dko_design_and_the_ideal_optics_bound():
+    rows = []
+    table = {"electronic": (0.2, 0.2, 0.2), "dko": (0.21, 0.25, 0.5), "dko_finetune_psf": (0.3, 0.22, 0.4),
+             "e2e": (0.4, 0.45, 0.6), "ideal_optics": (0.2, 0.2, 0.3)}
+    for design, values in table.items():
+        for mode, v in zip(("crop", "full_psf", "full_psf_noise"), values):
+            rows.append({"design": design, "eval": mode, "abs_rel": v})
+    text = rr.physical_sentence(pd.DataFrame(rows))
+    assert "`crop`: best DKO design `dko` at 0.21 (1.05x the electronic network; E2E 0.4)" in text
+    assert "`full_psf`: best DKO design `dko_finetune_psf` at 0.22 (1.1x" in text
+    assert "`full_psf_noise`: best DKO design `dko_finetune_psf` at 0.4 (2x" in text
+    assert "ideal optics 0.3, 1.5x" in text
+
+
+def test_tolerance_section_names_the_design_that_degrades_least(tmp_path):
+    rows = [{"design": "electronic", "perturbation": "none", "level": 0.0, "unit": "", "draw": 0, "abs_rel": 0.2}]
+    for design, base, rise in (("dko", 0.25, 0.01), ("e2e", 0.3, 0.1)):
+        rows.append({"design": design, "perturbation": "none", "level": 0.0, "unit": "", "draw": 0, "abs_rel": base})
+        for draw, jitter in enumerate((-0.002, 0.0, 0.002)):
+            rows.append({"design": design, "perturbation": "radius_random", "level": 5.0, "unit": "nm",
+                         "draw": draw, "abs_rel": base + rise + jitter})
+    (tmp_path / "config").mkdir()
+    results = tmp_path / "results" / "default"
+    results.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(results / "tolerances.csv", index=False)
+    text = rr.tolerance_section(ProfilePaths("default", tmp_path))
+    assert "| radius_random 5 nm | 0.26 (+0.010 [+0.005, +0.015]) | 0.4 (+0.100 [+0.095, +0.105]) |" in text
+    assert "`dko` degrades least" in text and "References: electronic 0.2" in text
+
+
+def test_operating_point_sentence_reports_spread_and_disagreeing_metrics():
+    rows = []
+    for w, abs_rel, a1, rmse in ((0.25, 0.30, 0.5, 10.0), (0.5, 0.33, 0.6, 9.0), (2.0, 0.36, 0.7, 8.0)):
+        rows.append({"design": "dko", "leakage_weight": w, "eval": "full_psf_noise", "abs_rel": abs_rel,
+                     "a1": a1, "rmse": rmse, "profile_weight": w == 0.5})
+    text = rr.operating_point_sentence(pd.DataFrame(rows), pd.Series({"full_psf_noise": 0.25}))
+    assert "spans 0.3-0.36 across the weights (20 % of the best): lowest at weight 0.25" in text
+    assert "delta < 1.25 is highest at weight 2 and RMSE lowest at weight 2" in text
+    assert "The profile uses weight 0.5." in text and "ideal optics reads 0.25" in text

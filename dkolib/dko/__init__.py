@@ -1,6 +1,7 @@
 """DKO: kernels -> metasurfaces (stage 2), the optical first layer, training loops, evaluation."""
 
-from .evaluation import evaluate_design, front_end_mode, hybrid_from_dko, load_design
+from .conv import OpticalConv2d, replace_conv
+from .evaluation import evaluate_design, front_end_mode, hybrid_from_dko, ideal_optics_model, load_design
 from .fidelity import fidelity_table, fit_element_gains, fit_gain, summarize_fidelity
 from .frontend import OpticalFrontEnd, find_frontend, make_hybrid
 from .kernels import merge_signed, split_kernel

@@ -17,10 +17,16 @@ built, not re-calibrated.
 A purely electronic network has no optics: it is evaluated once and that row is
 repeated for every requested mode (identical numbers), so that it can serve as
 the reference line in every mode.
+
+:func:`ideal_optics_model` is the bound no metasurface can beat at a given photon
+level: the electronic network's exact kernels delivered by optics that put all
+the light through each aperture into the kernel window, read out with the same
+sensor noise.
 """
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -30,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..io import load_torch
-from .frontend import find_frontend  # noqa: F401  (re-exported: evaluation.find_frontend)
+from .frontend import OpticalFrontEnd, find_frontend
 
 EVAL_MODES = ("crop", "full_psf", "full_psf_noise")
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -152,6 +158,66 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
             raise KeyError(f"evaluate() returned no {missing} (got {sorted(metrics)})")
         rows.append({"design": design, "eval": mode, **{n: float(metrics[n]) for n in names}})
     return pd.DataFrame(rows, columns=["design", "eval", *names])
+
+
+# ------------------------------------------------------------------ ideal optics
+
+
+class IdealOpticsFrontEnd(OpticalFrontEnd):
+    """A front end whose PSFs are given, not simulated: ``psf [E, k, k]`` on the kernel window.
+
+    In the full-window modes the PSFs are zero-padded to ``render_window_px`` (no light
+    outside the kernel window). There is no metasurface array (an empty module).
+    """
+
+    def __init__(self, psf: torch.Tensor, optics_cfg, n_out: int, n_in: int, mode: str, gain: torch.Tensor):
+        super().__init__(nn.Module(), optics_cfg, n_out, n_in, mode=mode, gain=gain)
+        k = int(optics_cfg.kernel_size)
+        if tuple(psf.shape) != (n_out * n_in * 2, k, k):
+            raise ValueError(f"psf must be [{n_out * n_in * 2}, {k}, {k}], got {tuple(psf.shape)}")
+        pad = (self.window_px - k) // 2
+        self.register_buffer("fixed_psf", torch.nn.functional.pad(psf.detach().float(), (pad,) * 4))
+
+    def compute_psf(self) -> torch.Tensor:
+        return self.fixed_psf
+
+
+def ideal_optics_psf(kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ideal optics for signed kernels ``[C_out, C_in, k, k]``: ``(psf [E, k, k], gain [C_out, C_in, 2])``.
+
+    Each metasurface delivers all the light through its aperture into the kernel
+    window: its PSF is the positive (or negative) part of the kernel normalised to
+    unit sum, and the per-metasurface gain is that part's sum, so that
+    ``g+ psf+ - g- psf- = K`` exactly. An all-zero part gets a zero PSF and gain.
+    """
+    if kernels.dim() != 4:
+        raise ValueError(f"kernels must be [C_out, C_in, k, k], got {tuple(kernels.shape)}")
+    parts = torch.stack([kernels.clamp_min(0), (-kernels).clamp_min(0)], 2).double()  # [O, I, 2, k, k]
+    gain = parts.sum((-2, -1))
+    psf = parts / gain.clamp_min(1e-30)[..., None, None]
+    return psf.reshape(-1, *kernels.shape[-2:]).float(), gain.float()
+
+
+def ideal_optics_model(stage1_model: nn.Module, optics_cfg, mode: str = "full_psf_noise") -> nn.Module:
+    """A copy of the electronic ``DepthNet`` read through ideal optics (see :func:`ideal_optics_psf`).
+
+    In ``'crop'`` and ``'full_psf'`` modes it computes exactly the electronic network; in
+    ``'full_psf_noise'`` it adds the sensor noise of ``optics_cfg`` to every metasurface
+    read-out: the accuracy no design can beat at that photon level. Returns the model in
+    eval mode.
+    """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
+    weight = stage1_model.first_layer.weight.detach()
+    psf, gain = ideal_optics_psf(weight)
+    fe = IdealOpticsFrontEnd(psf, optics_cfg, weight.shape[0], weight.shape[1], mode, gain)
+    original_first = stage1_model.replace_first_layer(nn.Identity())
+    try:
+        model = copy.deepcopy(stage1_model)
+    finally:
+        stage1_model.replace_first_layer(original_first)
+    model.replace_first_layer(fe)
+    return model.eval()
 
 
 # ------------------------------------------------------------------ loading

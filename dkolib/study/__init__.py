@@ -6,7 +6,8 @@ and :mod:`dkolib.dko`; those science packages never import it.
 
 from .figures import plot_accuracy_vs_budget, plot_crop_vs_physical
 from .paths import ProfilePaths
-from .pipeline import design_paths, ensure_costs, ensure_dko, ensure_e2e, ensure_equal_budget, ensure_physical_eval
+from .pipeline import (design_paths, ensure_costs, ensure_dko, ensure_e2e, ensure_equal_budget, ensure_physical_eval,
+                       ensure_tolerances)
 from .reports import (depth_histogram, dko_kernels, ensure_stage1, gain_restoration, motorcycle_dataset,
                       stage1_metrics)
 from .stats import catch_up

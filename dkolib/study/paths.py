@@ -59,6 +59,11 @@ class ProfilePaths:
         return self.results / "dko_finetune_psf"
 
     @property
+    def dko_finetune_noise(self) -> Path:
+        """DKO back end fine-tuned on full-PSF sensor images with sensor noise."""
+        return self.results / "dko_finetune_noise"
+
+    @property
     def e2e(self) -> Path:
         return self.results / "e2e"
 

@@ -143,24 +143,38 @@ def ensure_dko_finetune_psf(cfg: Config, paths: ProfilePaths | None = None, prog
     return paths.dko_finetune_psf
 
 
+def ensure_dko_finetune_noise(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> Path:
+    """The DKO hybrid fine-tuned on noisy full-PSF sensor images (DKO and the fine-tune run if missing)."""
+    paths = paths or ProfilePaths(cfg.profile)
+    if not (paths.dko_finetune_noise / "model.pt").exists():
+        ensure_dko(cfg, paths, progress=progress)
+        finetune_dko(cfg, paths.dko / "model.pt", paths.dko_finetune_noise, progress=progress,
+                     mode="full_psf_noise")
+    return paths.dko_finetune_noise
+
+
 def design_paths(paths: ProfilePaths) -> dict[str, Path]:
     """The designs the physical evaluation compares, name -> checkpoint."""
     return {"electronic": paths.stage1 / "model.pt", "dko": paths.dko / "model.pt",
             "dko_finetune": paths.dko_finetune / "model.pt",
-            "dko_finetune_psf": paths.dko_finetune_psf / "model.pt", "e2e": paths.e2e / "model.pt"}
+            "dko_finetune_psf": paths.dko_finetune_psf / "model.pt",
+            "dko_finetune_noise": paths.dko_finetune_noise / "model.pt", "e2e": paths.e2e / "model.pt"}
 
 
 def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test", seed: int = 0,
                      evals=("crop", "full_psf", "full_psf_noise"), engine: str | None = None,
                      max_items: int | None = None, stage1: Path | None = None,
-                     cache_dir: Path | None = None) -> pd.DataFrame:
+                     cache_dir: Path | None = None, ideal_optics: Path | None = None) -> pd.DataFrame:
     """Rows ``design, eval, <metrics>`` for every design in every evaluation mode.
 
     ``designs`` maps names to checkpoints or DKO folders (see
     :func:`dkolib.dko.evaluation.load_design`; ``stage1`` is the back end of a DKO folder).
+    ``ideal_optics``: an electronic checkpoint whose network is also evaluated through ideal
+    optics (:func:`dkolib.dko.evaluation.ideal_optics_model`), as design ``'ideal_optics'``: the
+    bound that sensor noise sets on every design at the profile's photon level.
     """
     from ..depth.data import get_dataset
-    from ..dko.evaluation import evaluate_design
+    from ..dko.evaluation import evaluate_design, ideal_optics_model
 
     dataset = get_dataset(cfg, split, cache_dir or ProfilePaths(cfg.profile).data_cache)
     frames = []
@@ -168,6 +182,10 @@ def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test",
         model = load_design(path, cfg, stage1=stage1, engine=engine)
         frames.append(evaluate_design(model, dataset, cfg, evals=evals, seed=seed, design=name,
                                       max_items=max_items, engine=engine))
+    if ideal_optics is not None:
+        base = load_design(ideal_optics, cfg)
+        frames.append(evaluate_design(lambda mode: ideal_optics_model(base, cfg.optics, mode), dataset, cfg,
+                                      evals=evals, seed=seed, design="ideal_optics", max_items=max_items))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -181,8 +199,9 @@ def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progres
         ensure_stage1(cfg, paths, progress=progress)
         ensure_dko_finetune(cfg, paths, progress=progress)
         ensure_dko_finetune_psf(cfg, paths, progress=progress)
+        ensure_dko_finetune_noise(cfg, paths, progress=progress)
         ensure_e2e(cfg, paths, progress=progress)
-        write_csv(evaluate_designs(cfg, design_paths(paths)), out)
+        write_csv(evaluate_designs(cfg, design_paths(paths), ideal_optics=paths.stage1 / "model.pt"), out)
     return pd.read_csv(out)
 
 
@@ -250,3 +269,28 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
         write_csv(runs, runs_path)
         write_csv(summarize(runs), summary_path)
     return pd.read_csv(runs_path), pd.read_csv(summary_path)
+
+
+TOLERANCE_DESIGNS = ("dko", "dko_finetune", "dko_finetune_noise", "e2e")
+"""The designs the tolerance study compares (the Snakefile's ``tolerances`` rule passes the same)."""
+
+
+def ensure_tolerances(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> pd.DataFrame:
+    """``results/<profile>/tolerances.csv``: DKO, its fine-tunes and E2E under fabrication and sensor errors.
+
+    The study of :mod:`dkolib.fab.tolerances` (``cfg.tolerances``), with the electronic network
+    and the constant predictor as reference rows; the designs are built first if missing.
+    """
+    from ..fab.tolerances import study_from_files
+    from .reports import ensure_stage1
+
+    paths = paths or ProfilePaths(cfg.profile)
+    out = paths.results / "tolerances.csv"
+    if not out.exists():
+        ensure_stage1(cfg, paths, progress=progress)
+        ensure_dko_finetune(cfg, paths, progress=progress)
+        ensure_dko_finetune_noise(cfg, paths, progress=progress)
+        ensure_e2e(cfg, paths, progress=progress)
+        designs = {name: design_paths(paths)[name] for name in TOLERANCE_DESIGNS}
+        write_csv(study_from_files(cfg, designs, paths.stage1 / "model.pt", paths.data_cache, progress=progress), out)
+    return pd.read_csv(out)

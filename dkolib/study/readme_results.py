@@ -128,7 +128,22 @@ def synthesis_section(paths: ProfilePaths) -> str:
             "and learning rate (profile loss):\n\n" + _table(init_lr) + "\n\n"
             "Loss and leakage weight (profile init and lr): the weight trades kernel error against the "
             "light that reaches the crop.\n\n" + _table(leak) + "\n\n"
-            + _figure(paths, "dko_pareto", "stage-2 kernel error against light in the crop", paths.root))
+            + _figure(paths, "dko_pareto", "stage-2 kernel error against light in the crop", paths.root)
+            + paper_geometry_text(paths))
+
+
+def paper_geometry_text(paths: ProfilePaths) -> str:
+    """Does the scaled-down profile stand for the paper's aperture? (``dko/synthesis_paper_geometry.csv``)."""
+    study = _read(paths.dko / "synthesis_paper_geometry.csv")
+    if study is None:
+        return ""
+    rows = study[study["grid"] == "init_lr"]
+    cols = {"n_cells": "cells", "sensor_distance_m": "sensor distance m", "step_cap": "steps",
+            "corr_elem": "correlation", "err_elem": "kernel error", "eff_crop": "light in crop"}
+    return ("\nThe same setting at the paper's aperture (1025 cells at 1 cm, output channels "
+            f"{study['channels'].iloc[0]}, `scripts/synthesis_study.py --set optics.n_cells=1025 --set "
+            "optics.sensor_distance_m=1.0e-2`, measured outside the DAG, `dko/synthesis_paper_geometry.csv`):\n\n"
+            + _table(rows[list(cols)].rename(columns=cols)) + "\n")
 
 
 def physical_section(paths: ProfilePaths) -> str:
@@ -139,8 +154,128 @@ def physical_section(paths: ProfilePaths) -> str:
     return ("### Idealised versus physical evaluation (`physical_eval.csv`, AbsRel, test split)\n\n"
             "`crop`: the idealised k x k kernel; `full_psf`: the sensor image rendered with the whole PSF "
             "window; `full_psf_noise`: plus shot and read noise. `dko_finetune` fine-tunes the back end on "
-            "the crop kernel (as the paper does), `dko_finetune_psf` on full-PSF sensor images.\n\n"
-            + _table(pivot) + "\n")
+            "the crop kernel (as the paper does), `dko_finetune_psf` on full-PSF sensor images, "
+            "`dko_finetune_noise` on the noisy sensor images the camera delivers (whole PSF window and sensor "
+            "noise: its back end's normalisation expects noise, so it is meant for that mode only). `ideal_optics` is the electronic network read "
+            "through optics that deliver its exact kernels with all the light in the kernel window, under the "
+            "same noise: the bound that the photon level sets on a design that keeps the electronic back "
+            "end.\n\n" + _table(pivot) + "\n\n" + physical_sentence(phys) + "\n")
+
+
+def physical_sentence(phys: pd.DataFrame) -> str:
+    """The physical-evaluation targets in words: best DKO design per mode against the electronic network."""
+    abs_rel = phys.pivot_table(index="design", columns="eval", values="abs_rel")
+    if "electronic" not in abs_rel.index:
+        return ""
+    ref = abs_rel.loc["electronic"]
+    dko = [d for d in abs_rel.index if d.startswith("dko")]
+    parts = []
+    for mode in ("crop", "full_psf", "full_psf_noise"):
+        if mode not in abs_rel or not dko:
+            continue
+        best = abs_rel.loc[dko, mode].idxmin()
+        text = (f"`{mode}`: best DKO design `{best}` at {_fmt(abs_rel.loc[best, mode])} "
+                f"({_fmt(abs_rel.loc[best, mode] / ref[mode])}x the electronic network")
+        if "e2e" in abs_rel.index:
+            text += f"; E2E {_fmt(abs_rel.loc['e2e', mode])}"
+        if mode == "full_psf_noise" and "ideal_optics" in abs_rel.index:
+            bound = abs_rel.loc["ideal_optics", mode]
+            text += f"; ideal optics {_fmt(bound)}, {_fmt(bound / ref[mode])}x"
+        parts.append(text + ")")
+    return "Against the electronic network: " + "; ".join(parts) + "." if parts else ""
+
+
+def operating_point_section(paths: ProfilePaths) -> str:
+    """Stage 2's leakage weight read under sensor noise (``dko/operating_point.csv``)."""
+    table = _read(paths.dko / "operating_point.csv")
+    if table is None:
+        return ""
+    dko = table[table["design"] == "dko"]
+    pivot = dko.pivot_table(index="leakage_weight", columns="eval", values="abs_rel").reset_index()
+    fid = dko.groupby("leakage_weight")[["err_elem", "light_crop"]].first().reset_index()
+    noisy = dko[dko["eval"] == "full_psf_noise"].set_index("leakage_weight")
+    out = (pivot.merge(fid, on="leakage_weight")
+           .merge(noisy["a1"].rename("a1 under noise").reset_index(), on="leakage_weight")
+           .rename(columns={"err_elem": "kernel error", "light_crop": "light in crop"}))
+    ideal = table[table["design"] == "ideal_optics"].set_index("eval")["abs_rel"]
+    split = table["split"].iloc[0] if "split" in table else "val"
+    return ("### Stage-2 operating point (`dko/operating_point.csv`, AbsRel, "
+            f"{split} split)\n\n"
+            "The whole stage-1 kernel bank synthesised at each leakage weight and read in the three modes "
+            "(no fine-tune): less light in the crop means larger gains, which amplify each read-out's "
+            "noise.\n\n" + _table(out) + "\n\n" + operating_point_sentence(table, ideal) + "\n\n"
+            + _figure(paths, "dko_operating_point", "stage-2 operating point under sensor noise", paths.root))
+
+
+def operating_point_sentence(table: pd.DataFrame, ideal: pd.Series | None = None) -> str:
+    """How much the noisy accuracy varies across leakage weights, which weight reads best, which the profile uses."""
+    dko = table[(table["design"] == "dko") & (table["eval"] == "full_psf_noise")].set_index("leakage_weight")
+    lo, hi = float(dko["abs_rel"].min()), float(dko["abs_rel"].max())
+    text = (f"Under sensor noise the AbsRel spans {_fmt(lo)}-{_fmt(hi)} across the weights "
+            f"({_fmt(100 * (hi - lo) / lo, 2)} % of the best): lowest at weight {_fmt(float(dko['abs_rel'].idxmin()))}; "
+            f"delta < 1.25 is highest at weight {_fmt(float(dko['a1'].idxmax()))} and RMSE lowest at weight "
+            f"{_fmt(float(dko['rmse'].idxmin()))}.")
+    own = dko[dko["profile_weight"].astype(bool)] if "profile_weight" in dko else dko.iloc[:0]
+    if len(own):
+        text += f" The profile uses weight {_fmt(float(own.index[0]))}."
+    if ideal is not None and "full_psf_noise" in ideal:
+        text += f" The same network through ideal optics reads {_fmt(float(ideal['full_psf_noise']))} under the same noise."
+    return text
+
+
+def tolerance_section(paths: ProfilePaths) -> str:
+    """Each design's AbsRel under fabrication and sensor errors (``tolerances.csv``), with intervals."""
+    from ..fab.tolerances import degradation
+
+    table = _read(paths.results / "tolerances.csv")
+    if table is None:
+        return ""
+    deg = degradation(table)
+    if deg.empty:
+        return ""
+    ref = table[table["perturbation"] == "none"].groupby("design")["abs_rel"].mean()
+
+    def cell(r) -> str:
+        if not math.isfinite(r.delta_lo):
+            return f"{_fmt(r.value)} ({r.delta:+.3f})"
+        return f"{_fmt(r.value)} ({r.delta:+.3f} [{r.delta_lo:+.3f}, {r.delta_hi:+.3f}])"
+
+    deg = deg.assign(text=[cell(r) for r in deg.itertuples()],
+                     error=[f"{p} {_fmt(lv)} {u if isinstance(u, str) else ''}".strip()
+                            for p, lv, u in zip(deg["perturbation"], deg["level"], deg["unit"])])
+    wide = deg.pivot_table(index="error", columns="design", values="text", aggfunc="first", sort=False).reset_index()
+    designs = [c for c in wide.columns if c != "error"]
+    nominal = {"error": "none"} | {d: _fmt(ref.get(d, float("nan"))) for d in designs}
+    wide = pd.concat([pd.DataFrame([nominal]), wide], ignore_index=True)
+    mean_rise = deg.groupby("design")["delta"].mean().sort_values()
+    n_items = int(table["eval_items"].iloc[0]) if "eval_items" in table else None
+    refs = ", ".join(f"{d} {_fmt(ref[d])}" for d in ("electronic", "constant") if d in ref)
+    return ("### Tolerances (`tolerances.csv`, AbsRel under sensor noise, test split"
+            + (f", first {n_items} images" if n_items else "") + ")\n\n"
+            "Each design read in `full_psf_noise` mode with one error at a time: random radius errors "
+            "(one per simulation cell, several draws) and a radius bias, a sensor-distance error, fewer or "
+            "more photons, read noise, and a wavelength band instead of one wavelength (cut at the meta-atom "
+            "library's 400-700 nm). Cells: mean AbsRel (rise over the design's unperturbed value, 95 % "
+            f"interval over draws where there are draws). References: {refs}.\n\n"
+            + _table(wide) + "\n\n"
+            "Mean rise over all errors: " + ", ".join(f"{d} {v:+.3f}" for d, v in mean_rise.items())
+            + f"; `{mean_rise.index[0]}` degrades least.\n\n"
+            + _figure(paths, "tolerances", "AbsRel under fabrication and sensor errors", paths.root))
+
+
+def layout_section(paths: ProfilePaths) -> str:
+    """The mask export's size and time (``layout/summary.csv``), measured and extrapolated to the paper's array."""
+    summary = _read(paths.results / "layout" / "summary.csv")
+    if summary is None:
+        return ""
+    cols = {"kind": "what", "basis": "basis", "n_metasurfaces": "metasurfaces", "n_pillars": "pillars",
+            "n_references": "array references", "file_bytes": "GDS bytes", "seconds": "seconds"}
+    out = summary[[c for c in cols if c in summary]].rename(columns=cols)
+    return ("### Mask layout (`layout/summary.csv`)\n\n"
+            "`scripts/export_layout.py` writes the DKO design's first metasurfaces as GDSII (pillars on the "
+            "meta-atom lattice, one referenced cell per 1 nm radius, array references along runs of equal "
+            "cells); the cost model (`dkolib.fab.layout.estimate_layout_cost`) predicts the export's size "
+            "and extrapolates to the paper's 384 metasurfaces of 1025 cells.\n\n" + _table(out) + "\n")
 
 
 def cost_section(root: Path) -> tuple[str, dict]:
@@ -279,7 +414,8 @@ def render(profile: str, root: Path | None = None) -> str:
     parts = [f"## Results (`{profile}` profile, generated by `snakemake`)", "",
              "Every number below is read from `results/` by `dkolib/study/readme_results.py`.", "",
              dag_section(paths), optics_section(root), stage1_section(paths), dko_section(paths), synthesis_section(paths),
-             physical_section(paths),
+             operating_point_section(paths), physical_section(paths), tolerance_section(paths),
+             layout_section(paths),
              _figure(paths, "crop_vs_physical", "crop vs physical evaluation", root),
              eb_text,
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
