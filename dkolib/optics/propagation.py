@@ -8,18 +8,30 @@ Physical model (shared by both engines)
   ``n`` sits at ``x_n = (n - (N-1)/2) p``, so the optical axis passes through the
   centre cell. The grid values are treated as *samples* of a field band-limited
   to ``|f| < 1/(2p)`` (the standard discrete angular-spectrum convention, also
-  used by D-Flat's ASM; D-Flat additionally nearest-neighbour upsamples cells).
+  used by D-Flat's ASM, which nearest-neighbour upsamples the cells when asked
+  for an output grid finer than the cell pitch or a ``manual_upsample_factor``).
 * Incident field: a unit-amplitude spherical wave from an on-axis point source
   at ``source_distance_m`` ``d``: ``exp(i k (sqrt(r^2 + d^2) - d))`` (amplitude
   variation across a mm aperture at 10 m is < 1e-8 and ignored).
 * Propagation over ``sensor_distance_m`` ``z`` by the exact angular spectrum
   transfer function ``H(f) = exp(i 2 pi z (sqrt(1/lambda^2 - |f|^2) - 1/lambda))``
-  (the constant phase ``exp(i k z)`` is dropped; it does not change intensities),
-  band-limited after Matsushima & Shimobaba (2009): ``H = 0`` where
-  ``|f_x|`` or ``|f_y|`` exceeds ``1 / (lambda sqrt((2 z / L)^2 + 1))`` with ``L``
-  the padded grid extent. This removes exactly the components that would
-  wrap around the periodic grid; components that reach the sensor window from
-  the aperture are kept as long as ``L >= D + window + margin`` (checked).
+  (the constant phase ``exp(i k z)`` is dropped; it does not change intensities;
+  evanescent components, ``|f| >= 1/lambda``, are set to 0).
+* Window band limit (both engines): a component of spatial frequency ``f_x``
+  moves sideways by ``t(f_x) = z lambda f_x / sqrt(1 - lambda^2 |f|^2)`` over
+  ``z`` (likewise along y). Only components with ``t <= reach = (D + w) / 2``
+  (aperture ``D``, sensor window ``w``) can carry light from the aperture into
+  the window. ``H`` is multiplied, per axis, by a raised-cosine taper that is 1
+  up to ``t = reach + m`` and falls smoothly to 0 at ``t = reach + 2 m``
+  (``m`` = :func:`margin_m`, two Fresnel widths ``2 sqrt(lambda z)``; a smooth
+  edge does not ring into the window). The padded grid extent ``L`` is chosen
+  (:func:`padded_size`) so that no kept component wraps around the periodic
+  grid back into the window, which makes the window samples independent of
+  ``L``: the two engines compute the same quantity on different grids
+  (details in ``_operators_np``). This is Matsushima & Shimobaba's (2009) idea
+  applied to the sensor window instead of the whole output plane; their
+  whole-plane hard cut-off ``|f_x|, |f_y| <= 1 / (lambda sqrt((2 z / L)^2 + 1))``
+  (:func:`band_limit_cycles_per_m`) is used only by :func:`asm_full_field`.
 * Sensor: square pixels of ``pixel_pitch_m`` ``P``. Pixel-centre convention
   (used everywhere in dkolib): the sensor pixel grid has one pixel centred on
   the axis, and a window of ``W`` pixels holds pixels ``j = 0..W-1`` at
@@ -46,14 +58,15 @@ Physical model (shared by both engines)
 Engines
 -------
 * :func:`psf_reference`: the paper's method: the whole padded grid (default
-  ``2N``) is propagated (FFT, transfer function); the sensor samples are then
-  read from that full-grid result by exact Fourier (trigonometric)
-  interpolation. :func:`asm_full_field` returns the full output plane (used by
-  the energy-conservation test).
+  ``2N``, at least the wrap-safe size) is propagated (FFT, tapered transfer
+  function, all frequencies of the grid); the sensor samples are then read from
+  that full-grid result by exact Fourier (trigonometric) interpolation.
+* :func:`asm_full_field` (not a PSF engine) returns the full output plane at the
+  cell pitch, with the whole-plane Matsushima-Shimobaba cut-off instead of the
+  window taper (used by the energy-conservation test).
 * :func:`psf_fast`: the same physics with the smallest padding that keeps the
-  window exact (``N + window + 2 x margin``, margin ~ 3 Fresnel zone widths
-  ``sqrt(lambda z)`` for the band-limit transition), only the frequencies inside
-  the band limit, and the sensor-window samples only: ``U = E (S o H) E^T`` with
+  window exact (``L = D + w + 2.5 m``, :func:`padded_size`), only the frequencies
+  inside the taper's support, and the sensor-window samples only: ``U = E (S o H) E^T`` with
   precomputed ``E [M, K]`` per wavelength, cost ``O(Np^2 log Np + M K^2)``.
   A Fresnel (paraxial) separable transform was rejected: with the exact
   (hyperbolic) lens phase its error is the spherical-aberration term

@@ -2,6 +2,10 @@
 
 Both take the merged runs table (columns :data:`~dkolib.study.protocol.COLUMNS`; budgets in
 wall seconds or FLOPs) and save PNG + PDF at ``path`` (a stem) when given.
+
+Neither selects a matplotlib backend: in a notebook the figure they return displays inline,
+and a script without a display gets matplotlib's own headless choice (Agg). The caller owns
+the returned figure (``plt.close(fig)`` in loops).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import pandas as pd
 
 from .protocol import METHODS
 from .stats import check_columns
-
 
 METHOD_ORDER = list(METHODS)
 METHOD_COLOURS = {"electronic": "0.35", "dko": "tab:blue", "dko_ft": "tab:cyan", "e2e_scratch": "tab:red",
@@ -31,9 +34,6 @@ def plot_accuracy_vs_budget(df: pd.DataFrame, x: str = "budget_s", metric: str =
     (engine, eval). ``x='budget_s'`` uses the rows snapshotted on the wall-clock axis,
     ``x='budget_flops'`` those on the FLOP axis. Saves PNG + PDF at ``path`` (stem) if given.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -81,9 +81,6 @@ def plot_crop_vs_physical(df: pd.DataFrame, metric: str = "abs_rel", axis: str |
     """Each design's ``metric`` under the idealised crop (x) versus the full-PSF render (y),
     one marker per method, one panel per engine; the diagonal is 'no crop gap'.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     check_columns(df)
