@@ -108,6 +108,7 @@ def test_tolerance_section_names_the_design_that_degrades_least(tmp_path):
     text = rr.tolerance_section(ProfilePaths("default", tmp_path))
     assert "| radius_random 5 nm | 0.26 (+0.010 [+0.005, +0.015]) | 0.4 (+0.100 [+0.095, +0.105]) |" in text
     assert "`dko` degrades least" in text and "References: electronic 0.2" in text
+    assert "Lowest AbsRel under an error: `dko` in 1 of 1" in text
 
 
 def test_operating_point_sentence_reports_spread_and_disagreeing_metrics():

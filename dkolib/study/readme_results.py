@@ -256,6 +256,7 @@ def tolerance_section(paths: ProfilePaths) -> str:
     nominal = {"error": "none"} | {d: _fmt(ref.get(d, float("nan"))) for d in designs}
     wide = pd.concat([pd.DataFrame([nominal]), wide], ignore_index=True)
     mean_rise = deg.groupby("design")["delta"].mean().sort_values()
+    best = deg.groupby(["perturbation", "level"], sort=False)["value"].idxmin().map(deg["design"])
     n_items = int(table["eval_items"].iloc[0]) if "eval_items" in table else None
     refs = ", ".join(f"{d} {_fmt(ref[d])}" for d in ("electronic", "constant") if d in ref)
     return ("### Tolerances (`tolerances.csv`, AbsRel under sensor noise, test split"
@@ -267,7 +268,9 @@ def tolerance_section(paths: ProfilePaths) -> str:
             f"interval over draws where there are draws). References: {refs}.\n\n"
             + _table(wide) + "\n\n"
             "Mean rise over all errors: " + ", ".join(f"{d} {v:+.3f}" for d, v in mean_rise.items())
-            + f"; `{mean_rise.index[0]}` degrades least.\n\n"
+            + f"; `{mean_rise.index[0]}` degrades least. Lowest AbsRel under an error: "
+            + ", ".join(f"`{d}` in {n} of {len(best)}" for d, n in best.value_counts().items())
+            + " (a small rise from a poor start is not a better design: compare the values).\n\n"
             + _figure(paths, "tolerances", "AbsRel under fabrication and sensor errors", paths.root))
 
 
