@@ -37,25 +37,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.study.cli import parse_designs, run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.dko.evaluation import EVAL_MODES  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
 from dkolib.study.paths import ProfilePaths  # noqa: E402
 from dkolib.study.pipeline import evaluate_designs  # noqa: E402
-
-
-def parse_designs(items: list[str]) -> list[tuple[str, Path]]:
-    out = []
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"design '{item}' must look like name=path")
-        name, path = item.split("=", 1)
-        out.append((name.strip(), Path(path.strip())))
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"design names must be unique, got {names}")
-    return out
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -82,7 +69,7 @@ def main(argv=None) -> pd.DataFrame:
     paths = ProfilePaths(cfg.profile)
     out = args.out or paths.results / "physical_eval.csv"
     designs = {}
-    for name, path in parse_designs(args.design):
+    for name, path in parse_designs(args.design, must_exist=False).items():
         if not path.exists():
             if args.skip_missing:
                 print(f"skipping {name}: {path} does not exist")

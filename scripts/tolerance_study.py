@@ -32,30 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dkolib.config import load_config, parse_overrides
-from dkolib.errors import InputError
 from dkolib.io import set_threads, write_csv
-from dkolib.study.cli import run_cli
+from dkolib.fab.tolerances import REFERENCES
+from dkolib.study.cli import parse_designs, run_cli
 from dkolib.study.paths import ProfilePaths
-
-
-def parse_designs(items: list[str]) -> dict[str, Path]:
-    """``["name=path", ...]`` -> ``{name: path}`` (unique names, existing paths, no reference names)."""
-    from dkolib.fab.tolerances import REFERENCES
-
-    out: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise InputError(f"design '{item}' must look like name=path (e.g. dko=results/smoke/dko/model.pt)")
-        if name in out:
-            raise InputError(f"design name '{name}' is given twice; names must be unique")
-        if name in REFERENCES:
-            raise InputError(f"'{name}' names a reference row ({', '.join(REFERENCES)}); choose another name")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"design {name}: {path} does not exist (build it first, e.g. with snakemake)")
-        out[name] = Path(path)
-    return out
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -75,7 +55,7 @@ def main(argv=None) -> pd.DataFrame:
     cfg = load_config(args.profile, parse_overrides(args.set))
     set_threads(args.threads or cfg.threads)
     paths = ProfilePaths(cfg.profile)
-    designs = parse_designs(args.design)
+    designs = parse_designs(args.design, reserved=REFERENCES)
     if not args.stage1.exists():
         raise FileNotFoundError(f"--stage1 {args.stage1} does not exist")
     from dkolib.fab.tolerances import study_from_files

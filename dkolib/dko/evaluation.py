@@ -26,7 +26,6 @@ sensor noise.
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -36,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..io import load_torch
-from .frontend import OpticalFrontEnd, find_frontend
+from .frontend import OpticalFrontEnd, find_frontend, with_first_layer
 
 EVAL_MODES = ("crop", "full_psf", "full_psf_noise")
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -211,13 +210,7 @@ def ideal_optics_model(stage1_model: nn.Module, optics_cfg, mode: str = "full_ps
     weight = stage1_model.first_layer.weight.detach()
     psf, gain = ideal_optics_psf(weight)
     fe = IdealOpticsFrontEnd(psf, optics_cfg, weight.shape[0], weight.shape[1], mode, gain)
-    original_first = stage1_model.replace_first_layer(nn.Identity())
-    try:
-        model = copy.deepcopy(stage1_model)
-    finally:
-        stage1_model.replace_first_layer(original_first)
-    model.replace_first_layer(fe)
-    return model.eval()
+    return with_first_layer(stage1_model, fe).eval()
 
 
 # ------------------------------------------------------------------ loading

@@ -253,15 +253,23 @@ def make_hybrid(model: nn.Module, array: nn.Module, optics_cfg: OpticsConfig, mo
 
     ``array`` is used as is (not copied); ``model`` is left untouched.
     """
-    original_first = model.replace_first_layer(nn.Identity())  # do not deep-copy the old first layer
+    fe = OpticalFrontEnd(array, optics_cfg, n_out=model.conv1_channels, n_in=3, mode=mode, engine=engine,
+                         gain=gain, trainable_gain=trainable_gain, cache_psf=cache_psf)
+    return with_first_layer(model, fe)
+
+
+def with_first_layer(model: nn.Module, first_layer: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (a ``DepthNet``) with ``first_layer`` (used as is) in place of its own.
+
+    The old first layer is not copied and ``model`` is left untouched.
+    """
+    original_first = model.replace_first_layer(nn.Identity())
     try:
-        hybrid = copy.deepcopy(model)
+        copied = copy.deepcopy(model)
     finally:
         model.replace_first_layer(original_first)
-    fe = OpticalFrontEnd(array, optics_cfg, n_out=hybrid.conv1_channels, n_in=3, mode=mode, engine=engine,
-                         gain=gain, trainable_gain=trainable_gain, cache_psf=cache_psf)
-    hybrid.replace_first_layer(fe)
-    return hybrid
+    copied.replace_first_layer(first_layer)
+    return copied
 
 
 def find_frontend(model: nn.Module) -> "OpticalFrontEnd | None":

@@ -161,6 +161,19 @@ def design_paths(paths: ProfilePaths) -> dict[str, Path]:
             "dko_finetune_noise": paths.dko_finetune_noise / "model.pt", "e2e": paths.e2e / "model.pt"}
 
 
+def ensure_designs(cfg: Config, names, paths: ProfilePaths | None = None, progress: bool = True) -> dict[str, Path]:
+    """Build each named design of :func:`design_paths` that is missing; return ``{name: checkpoint}``."""
+    from .reports import ensure_stage1
+
+    paths = paths or ProfilePaths(cfg.profile)
+    builders = {"electronic": ensure_stage1, "dko": ensure_dko, "dko_finetune": ensure_dko_finetune,
+                "dko_finetune_psf": ensure_dko_finetune_psf, "dko_finetune_noise": ensure_dko_finetune_noise,
+                "e2e": ensure_e2e}
+    for name in names:
+        builders[name](cfg, paths, progress=progress)
+    return {name: design_paths(paths)[name] for name in names}
+
+
 def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test", seed: int = 0,
                      evals=("crop", "full_psf", "full_psf_noise"), engine: str | None = None,
                      max_items: int | None = None, stage1: Path | None = None,
@@ -191,17 +204,11 @@ def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test",
 
 def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> pd.DataFrame:
     """``results/<profile>/physical_eval.csv`` (every design built and evaluated if missing)."""
-    from .reports import ensure_stage1
-
     paths = paths or ProfilePaths(cfg.profile)
     out = paths.results / "physical_eval.csv"
     if not out.exists():
-        ensure_stage1(cfg, paths, progress=progress)
-        ensure_dko_finetune(cfg, paths, progress=progress)
-        ensure_dko_finetune_psf(cfg, paths, progress=progress)
-        ensure_dko_finetune_noise(cfg, paths, progress=progress)
-        ensure_e2e(cfg, paths, progress=progress)
-        write_csv(evaluate_designs(cfg, design_paths(paths), ideal_optics=paths.stage1 / "model.pt"), out)
+        designs = ensure_designs(cfg, design_paths(paths), paths, progress=progress)
+        write_csv(evaluate_designs(cfg, designs, ideal_optics=designs["electronic"]), out)
     return pd.read_csv(out)
 
 
@@ -282,15 +289,11 @@ def ensure_tolerances(cfg: Config, paths: ProfilePaths | None = None, progress: 
     and the constant predictor as reference rows; the designs are built first if missing.
     """
     from ..fab.tolerances import study_from_files
-    from .reports import ensure_stage1
 
     paths = paths or ProfilePaths(cfg.profile)
     out = paths.results / "tolerances.csv"
     if not out.exists():
-        ensure_stage1(cfg, paths, progress=progress)
-        ensure_dko_finetune(cfg, paths, progress=progress)
-        ensure_dko_finetune_noise(cfg, paths, progress=progress)
-        ensure_e2e(cfg, paths, progress=progress)
-        designs = {name: design_paths(paths)[name] for name in TOLERANCE_DESIGNS}
-        write_csv(study_from_files(cfg, designs, paths.stage1 / "model.pt", paths.data_cache, progress=progress), out)
+        designs = ensure_designs(cfg, ("electronic", *TOLERANCE_DESIGNS), paths, progress=progress)
+        stage1 = designs.pop("electronic")
+        write_csv(study_from_files(cfg, designs, stage1, paths.data_cache, progress=progress), out)
     return pd.read_csv(out)
