@@ -227,7 +227,7 @@ def test_lr_source_first_seed_and_every_seed():
     st = _settings(seeds=(3, 1, 2), engines=("fast", "reference"), lr_grid=(0.5, 1.0, 2.0))
     assert st.lr_search == "first_seed" and st.lr_search_seed == 3
     assert protocol.lr_source(st, "stage1", None, 3) is None
-    assert protocol.lr_source(st, "stage1", None, 1) == ("stage1", None, 3)
+    assert protocol.lr_source(st, "stage1", None, 1) is None  # stage 1 trains at the main chain's rate
     assert protocol.lr_source(st, "dko", "fast", 3) is None
     assert protocol.lr_source(st, "dko", "reference", 3) == ("dko", "fast", 3)
     assert protocol.lr_source(st, "e2e_warm", "fast", 2) == ("e2e_warm", "fast", 3)
@@ -281,7 +281,7 @@ def smoke_run(tmp_path_factory):
     run_eb = _script("run_equal_budget")
     tmp = tmp_path_factory.mktemp("eb")
     common = ["--profile", "smoke", "--seed", "0", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
-              "--no-progress", "--set", "budget.engines=[fast]"]
+              "--no-progress", "--set", "budget.engines=[fast]", "budget.stage1_steps=8", "budget.dko_steps=3"]
     run_eb.main(["--method", "stage1", "--out", str(tmp / "stage1_0.csv")] + common)
     outs = []
     for m in ("electronic", "dko", "e2e_scratch"):
@@ -298,7 +298,7 @@ def test_job_csvs_have_exactly_the_columns(smoke_run):
         df = pd.read_csv(out)
         assert list(df.columns) == list(protocol.COLUMNS)
         assert list(df.columns[:len(protocol.REQUIRED_COLUMNS)]) == list(protocol.REQUIRED_COLUMNS)
-        assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf"}
+        assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf", "full_psf_noise"}  # smoke: noise_eval
         assert df[list(protocol.METRICS)].notna().all().all()
     assert not list((tmp / "e2e_scratch_fast_0.work").rglob("*.pt"))  # snapshots and checkpoints cleaned up
 
@@ -323,6 +323,13 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
     e2e = pd.read_csv(tmp / "e2e_scratch_fast_0.csv")
     ef = e2e[e2e["budget_axis"] == "flops"]
     assert (ef["spent_flops"] >= ef["budget_flops"]).all()
+    # ... and never more than one of its own steps over it (stage 2 is capped by what is left)
+    calib = info["calibration"]
+    s1_step, s2_step = calib["stage1_step"]["flops"], calib["stage2_step"]["fast"]["flops"]
+    gain_fit = e["stage2"]["flops"] / info["settings"]["dko_steps"]  # < one step: the gain fit's one PSF
+    assert (f["spent_flops"] <= f["budget_flops"] + max(s1_step, s2_step) + gain_fit).all()
+    e2e_step = (ef["spent_flops"] / ef["steps"]).max()
+    assert (ef["spent_flops"] < ef["budget_flops"] + e2e_step).all()
 
 
 def test_summarize_script_and_plots(smoke_run, tmp_path):
@@ -350,9 +357,10 @@ def test_reused_lr_requires_lr_from(smoke_run, tmp_path):
     tmp, _ = smoke_run
     run_eb = _script("run_equal_budget")
     common = ["--profile", "smoke", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
-              "--no-progress", "--set", "budget.seeds=[0,1]"]
-    with pytest.raises(SystemExit):  # seed 1 reuses seed 0's stage-1 rate
-        run_eb.main(["--method", "stage1", "--seed", "1", "--out", str(tmp_path / "s.csv")] + common)
+              "--no-progress", "--set", "budget.seeds=[0,1]", "budget.stage1_steps=8", "budget.dko_steps=3"]
+    with pytest.raises(SystemExit):  # stage 1 trains at the main chain's rate: it reuses nothing
+        run_eb.main(["--method", "stage1", "--seed", "1", "--out", str(tmp_path / "s.csv"),
+                     "--lr-from", str(tmp / "stage1_0.csv")] + common)
     with pytest.raises(SystemExit):  # seed 0, fast engine: selects its own rate
         run_eb.main(["--method", "dko", "--engine", "fast", "--seed", "0", "--out", str(tmp_path / "d.csv"),
                      "--lr-from", str(tmp / "dko_fast_0.csv")] + common)

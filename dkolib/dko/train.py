@@ -22,8 +22,8 @@ checkpoint I/O are not (they are measurement, identical for every method).
 When a front end with trainable optics is trained, the PSF simulation is split
 out of the counted graph: PSFs are computed, a detached copy goes through the
 network under ``FlopCounterMode``, and the PSF gradient is back-propagated
-separately; the simulation is charged analytically (``extra_step_flops``: 3x
-the forward count of ``dkolib.optics.propagation.count_psf_flops``, forward + backward), so it is
+separately; the simulation is charged analytically (``extra_step_flops``: forward +
+backward of ``dkolib.optics.propagation.count_psf_flops``, see :mod:`dkolib.dko.budget`), so it is
 neither missed (FFTs are not counted by FlopCounterMode) nor counted twice.
 The network FLOPs are counted once per input shape on an untimed dry run of
 a deep copy (so FlopCounterMode's overhead is not billed as training time and
@@ -53,8 +53,10 @@ from ..depth.losses import disparity_distillation_loss, make_depth_loss
 from ..depth.network import DepthNet
 from ..depth.predict import predict_depth
 
-BACKWARD_FACTOR = 2.0
-"""Backward pass cost as a multiple of the forward pass (usual convention), for analytic counts."""
+# analytic PSF-simulation cost: backward = BACKWARD_FACTOR x forward (+ a recomputed forward
+# when the engine checkpoints); why 1 and not the usual 2: dkolib.dko.budget's docstring
+from .budget import BACKWARD_FACTOR, element_wavelengths_m, psf_simulation_flops  # noqa: F401
+from .stopping import metric_trace, plateau_reached
 
 
 # --------------------------------------------------------------------------- hooks to other modules
@@ -67,13 +69,6 @@ def _compute_metrics(pred_m, gt_m, min_depth_m, max_depth_m, median_scaling, gar
     from ..depth.metrics import compute_depth_metrics
     return compute_depth_metrics(pred_m, gt_m, min_depth_m, max_depth_m,
                                  median_scaling=median_scaling, garg_crop=garg_crop)
-
-
-def _count_psf_flops(optics_cfg, window_px: int, engine: str) -> float:
-    """FLOPs of one forward PSF simulation of ONE metasurface on a ``window_px`` window."""
-    from ..optics.propagation import count_psf_flops
-    return float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine,
-                                 optics_cfg=optics_cfg))
 
 
 def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator) -> nn.Module:
@@ -216,6 +211,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                eval_every: int = 0, checkpoint_every: int = 0, budget: BudgetMeter | None = None,
                max_seconds: float | None = None, max_flops: float | None = None,
                extra_step_flops: float = 0.0, set_train_mode: Callable[[nn.Module], None] | None = None,
+               plateau_patience: int = 0, plateau_tol: float = 0.0, plateau_metric: str = "val_abs_rel",
                progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train ``model`` for ``steps`` AdamW steps (or until the budget is spent); resumable.
 
@@ -239,9 +235,12 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         extra_step_flops: analytic FLOPs added per step (e.g. the PSF simulation).
         set_train_mode: puts the model in training mode (default ``model.train()``;
             e.g. keep a frozen back end's BatchNorm in eval mode).
+        plateau_patience, plateau_tol, plateau_metric: stopping rule on validation
+            (:func:`plateau_reached` on ``plateau_metric``, lower is better, after every
+            evaluation); ``plateau_patience = 0`` never stops early. ``steps`` is then the cap.
 
     Returns the history DataFrame (one row per step; ``attrs['stop_reason']`` is
-    ``'steps'`` or ``'budget'``).
+    ``'steps'``, ``'budget'`` or ``'plateau'``).
     """
     log_csv, ckpt = Path(log_csv), Path(ckpt)
     budget = budget if budget is not None else BudgetMeter()
@@ -279,6 +278,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         budget.load_state_dict(state["budget"])
         history = list(state["history"])
         start = int(state["step"])
+        if state.get("stop_reason") == "plateau":
+            stop_reason = "plateau"  # a finished run that stopped early stays stopped
     else:
         seed_everything(seed)
         gen = getattr(dataset, "generator", None)
@@ -308,7 +309,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=desc, leave=False)
     step = start
     try:
-        while step < steps:
+        while step < steps and stop_reason != "plateau":
             if budget.budget_exceeded(max_seconds, max_flops):
                 stop_reason = "budget"
                 break
@@ -341,6 +342,10 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if eval_every and step % eval_every == 0:
                 run_eval(step)
+                if plateau_patience and plateau_reached(metric_trace(history, plateau_metric),
+                                                        plateau_patience, plateau_tol):
+                    stop_reason = "plateau"
+                    break
             if checkpoint_every and step % checkpoint_every == 0 and step < steps:
                 save_checkpoint(step)
     finally:
@@ -429,6 +434,10 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
                progress: bool = True) -> DepthNet:
     """Stage 1: train the all-electronic network; writes ``out_dir/model.pt`` and ``out_dir/log.csv``.
 
+    Constant learning rate (so that the equal-budget study's snapshots of the same run are this
+    run truncated), until the validation plateau rule (``stage1.plateau_patience``) or
+    ``stage1.steps``; the log's last step is the step count that defines the budget unit.
+
     Resumes from ``out_dir/ckpt.pt`` if present. Returns the trained model.
     """
     out_dir = Path(out_dir)
@@ -442,17 +451,27 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
                steps=s1.steps, batch_size=s1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv",
                ckpt=out_dir / "ckpt.pt", loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),
-               weight_decay=s1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg), eval_every=s1.eval_every,
-               checkpoint_every=s1.checkpoint_every, budget=budget, max_seconds=max_seconds,
-               max_flops=max_flops, progress=progress, desc="stage1")
+               weight_decay=s1.weight_decay, lr_decay_at=None, eval_fn=_val_eval_fn(val_set, cfg),
+               eval_every=s1.eval_every, checkpoint_every=s1.checkpoint_every, budget=budget,
+               max_seconds=max_seconds, max_flops=max_flops, plateau_patience=s1.plateau_patience,
+               plateau_tol=s1.plateau_tol, progress=progress, desc="stage1")
     save_model(model, out_dir / "model.pt", cfg, budget, kind="electronic")
     return model
 
 
-def psf_step_flops(cfg: Config, n_elements: int, window_px: int, engine: str, backward: bool) -> float:
-    """Analytic FLOPs of simulating ``n_elements`` PSFs once (x(1 + BACKWARD_FACTOR) with backward)."""
-    per = _count_psf_flops(cfg.optics, window_px, engine)
-    return n_elements * per * ((1.0 + BACKWARD_FACTOR) if backward else 1.0)
+def psf_step_flops(cfg: Config, n_elements: int, window_px: int, engine: str, backward: bool,
+                   wavelengths_m=None) -> float:
+    """Analytic FLOPs of simulating ``n_elements`` PSFs once on a ``window_px`` window.
+
+    Each element is counted at its own wavelength (``wavelengths_m [E]``, metres; default
+    :func:`~dkolib.dko.budget.element_wavelengths_m`, the RGB front end's order); with
+    ``backward`` the count is forward + backward (x(1 + BACKWARD_FACTOR), plus one forward
+    when the engine recomputes it), see :func:`dkolib.dko.budget.psf_simulation_flops`.
+    """
+    wls = element_wavelengths_m(cfg.optics, n_elements) if wavelengths_m is None else wavelengths_m
+    if len(wls) != int(n_elements):
+        raise ValueError(f"wavelengths_m has {len(wls)} entries for n_elements={n_elements}")
+    return psf_simulation_flops(cfg.optics, wls, window_px, engine, backward=backward)
 
 
 def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
