@@ -7,8 +7,9 @@
 # Timed jobs (anything whose wall-clock time is a result) declare the CPU
 # threads they use as the resource `cpu_slots`; profiles/default caps the sum
 # at the machine's cores, so a timed job never shares a core with another job.
-# The main chain (stage 1 -> DKO / E2E -> evaluation) has priority, so that it
-# runs beside the equal-budget jobs instead of after them.
+# Priorities follow the critical path: the equal-budget study's calibration and its
+# E2E-from-scratch runs first (20; they need the main chain's stage 1 and stage 2),
+# then the main chain (stage 1 -> DKO / E2E -> evaluation, 10), then the rest.
 #
 # Every rule that does work has a `benchmark:` file, results/<profile>/benchmarks/
 # <rule>[.<wildcards>].tsv (wall s, CPU s, peak memory of the job); the onstart /
