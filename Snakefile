@@ -377,7 +377,8 @@ NB_INPUTS = {
     "02_electronic_network": [f"{R}/stage1/model.pt"],
     "03_dko_synthesis": [f"{R}/dko/model.pt", f"{R}/dko/fidelity.csv"],
     "04_e2e_baseline": [f"{R}/e2e/model.pt", f"{R}/physical_eval.csv", f"{R}/stage1/metrics.csv"],
-    "05_equal_budget": [f"{R}/equal_budget.csv", f"{R}/equal_budget_summary.csv", f"{R}/stage1/metrics.csv"],
+    "05_equal_budget": [f"{R}/equal_budget.csv", f"{R}/equal_budget_summary.csv", f"{R}/time_to_accuracy.csv",
+                        f"{R}/stage1/metrics.csv"],
     "06_figures": [f"{R}/physical_eval.csv", f"{R}/equal_budget.csv", "results/costs.csv",
                    f"{R}/notebooks/02_electronic_network.ipynb"],
     "07_tolerances": [f"{R}/tolerances.csv"],
@@ -427,6 +428,7 @@ rule readme_results:
         f"{R}/tolerances.csv",
         f"{R}/layout/summary.csv",
         f"{R}/equal_budget_summary.csv",
+        f"{R}/time_to_accuracy.csv",
         "results/costs.csv",
         f"{R}/notebooks/06_figures.ipynb",
     output:

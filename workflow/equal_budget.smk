@@ -77,12 +77,15 @@ rule eb_method:
 
 rule eb_summary:
     input:
-        EB_OUTPUTS,
+        runs=EB_OUTPUTS,
+        metrics=f"{R}/stage1/metrics.csv",  # the constant predictor and the electronic network, drawn as lines
     output:
         runs=f"{R}/equal_budget.csv",
         summary=f"{R}/equal_budget_summary.csv",
+        tta=f"{R}/time_to_accuracy.csv",
     benchmark:
         f"{BENCH}/eb_summary.tsv"
     shell:
-        f"python scripts/summarize_equal_budget.py --inputs {{input}} --out {{output.runs}} "
-        f"--summary {{output.summary}} --figures {FIG}"
+        f"python scripts/summarize_equal_budget.py --inputs {{input.runs}} --out {{output.runs}} "
+        f"--summary {{output.summary}} --time-to-accuracy {{output.tta}} --stage1-metrics {{input.metrics}} "
+        f"--figures {FIG}"

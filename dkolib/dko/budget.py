@@ -18,7 +18,25 @@ The equal-budget protocol compares methods by what they spend. A
     FlopCounterMode counts matmuls/convolutions (the dominant cost); element-wise
     ops are not counted.
   - analytic counts added with :meth:`BudgetMeter.add_flops`, e.g. the PSF
-    simulation from ``dkolib.optics.propagation.count_psf_flops``.
+    simulation (:func:`psf_simulation_flops`, from
+    ``dkolib.optics.propagation.count_psf_flops``: FlopCounterMode does not see
+    FFTs, and counts a complex matmul's multiply-add as 2 instead of 8 real FLOPs).
+
+PSF simulation cost
+-------------------
+One simulation of ``E`` elements costs ``F = sum_e count_psf_flops(element e at its
+wavelength)`` forward. Differentiating it costs ``(1 + BACKWARD_FACTOR + r) F`` with
+``BACKWARD_FACTOR = 1``: the propagation operators (incident wave, transfer function,
+window DFT matrices) are constants, so the backward pass needs the gradient with
+respect to the input only -- one adjoint FFT per FFT, one matmul per matmul, one
+product per product -- unlike a network layer, whose weight gradient doubles that
+(the usual "backward = 2 x forward"). ``r = 1`` when the engine checkpoints its
+activations and so runs the forward again inside backward (``psf()``'s default when
+``E`` exceeds the chunk size, :func:`dkolib.optics.propagation.psf_backward_recomputes`),
+else 0. Measured with FlopCounterMode and an FFT-counting dispatch mode in
+``tests/test_flop_accounting.py``: the ratio is exactly 2 without and 3 with
+checkpointing. Element-wise work outside the engine (latent -> radius -> meta-atom
+transmission, ``O(N^2)`` per element) is not counted, like element-wise network ops.
 
 FLOPs are also kept per category (``flops_by``) so reports can split network
 and optics cost. :meth:`state_dict` / :meth:`load_state_dict` let a resumed run
@@ -29,9 +47,50 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from torch.utils.flop_counter import FlopCounterMode
+
+BACKWARD_FACTOR = 1.0
+"""Backward FLOPs of a PSF simulation as a multiple of its forward FLOPs (module docstring:
+gradients with respect to the input only, as the propagation operators are constants)."""
+
+
+def element_wavelengths_m(optics_cfg, n_elements: int) -> list[float]:
+    """Per-element wavelengths ``[E]`` (metres) of a front-end array with one input channel per
+    configured wavelength: element ``e = (o * C_in + i) * 2 + s`` sees ``wavelengths_m[i]``,
+    ``C_in = len(optics_cfg.wavelengths_m)`` (as :class:`dkolib.optics.metasurface.MetasurfaceArray`)."""
+    wls = tuple(float(w) for w in optics_cfg.wavelengths_m)
+    if int(n_elements) < 0 or not wls:
+        raise ValueError(f"need n_elements >= 0 and at least one wavelength, got {n_elements}, {wls}")
+    return [wls[(e // 2) % len(wls)] for e in range(int(n_elements))]
+
+
+def psf_simulation_flops(optics_cfg, wavelengths_m: Sequence[float], window_px: int, engine: str, *,
+                         backward: bool, subpixel: int | None = None) -> float:
+    """FLOPs of simulating the PSFs of ``E`` elements once (see "PSF simulation cost" above).
+
+    Args:
+        optics_cfg: :class:`dkolib.config.OpticsConfig` (geometry, ``n_cells``, ``subpixel``).
+        wavelengths_m: ``[E]`` wavelength of each element (metres), e.g. an array's
+            ``wavelengths_m`` buffer or :func:`element_wavelengths_m`.
+        window_px: sensor window side ``W`` (pixels); engine: ``'fast'`` or ``'reference'``.
+        backward: the simulation is differentiated (forward + backward, with the
+            engine's recomputation when it checkpoints), else forward only.
+        subpixel: samples per pixel per axis (default ``optics_cfg.subpixel``).
+    Returns the real-FLOP count (float).
+    """
+    from ..optics.propagation import count_psf_flops, psf_backward_recomputes
+
+    wls = [float(w) for w in (wavelengths_m.tolist() if hasattr(wavelengths_m, "tolist") else wavelengths_m)]
+    sub = int(optics_cfg.subpixel if subpixel is None else subpixel)
+    per_wl = {lam: count_psf_flops(optics_cfg.n_cells, window_px, sub, engine, optics_cfg=optics_cfg,
+                                   wavelength_m=lam) for lam in set(wls)}
+    forward = float(sum(per_wl[lam] for lam in wls))
+    if not backward:
+        return forward
+    recompute = 1.0 if psf_backward_recomputes(len(wls), engine) else 0.0
+    return forward * (1.0 + BACKWARD_FACTOR + recompute)
 
 
 class BudgetMeter:

@@ -91,14 +91,14 @@ def _default_psf_fn():
     return psf_fn
 
 
-def _flops_per_step(optics_cfg, window_px: int, n_elements: int, engine: str) -> float | None:
-    """Forward + backward PSF FLOPs of one stage-2 step (backward counted as 2x forward)."""
-    try:
-        from ..optics.propagation import count_psf_flops
-    except ImportError:
-        return None
-    per = float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine, optics_cfg=optics_cfg))
-    return 3.0 * per * n_elements
+def _flops_per_step(optics_cfg, window_px: int, n_elements: int, engine: str) -> float:
+    """PSF FLOPs of one stage-2 step: one differentiated simulation of all ``n_elements``
+    (forward + backward, incl. the engine's recomputed forward when it checkpoints;
+    :func:`dkolib.dko.budget.psf_simulation_flops`), elements at the RGB array's wavelengths."""
+    from .budget import element_wavelengths_m, psf_simulation_flops
+
+    return psf_simulation_flops(optics_cfg, element_wavelengths_m(optics_cfg, n_elements), window_px, engine,
+                                backward=True)
 
 
 def _targets_digest(targets: torch.Tensor) -> str:
@@ -128,7 +128,7 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             end; if it exists the run resumes from it (same result as an uninterrupted run).
         log_csv: history CSV, rewritten atomically at every checkpoint and at the end.
         budget: optional :class:`dkolib.dko.budget.BudgetMeter`; optimisation steps are timed
-            in it and their PSF FLOPs (forward + 2x backward) added as ``'optics'``.
+            in it and their PSF FLOPs (forward + backward, :mod:`dkolib.dko.budget`) added as ``'optics'``.
         array: an existing array to optimise (default: a new ``MetasurfaceArray``).
         psf_fn: PSF function with ``dkolib.optics.propagation.psf``'s signature (for tests).
         window_px: PSF window of the loss (default ``optics_cfg.loss_window_px``).

@@ -22,8 +22,8 @@ checkpoint I/O are not (they are measurement, identical for every method).
 When a front end with trainable optics is trained, the PSF simulation is split
 out of the counted graph: PSFs are computed, a detached copy goes through the
 network under ``FlopCounterMode``, and the PSF gradient is back-propagated
-separately; the simulation is charged analytically (``extra_step_flops``: 3x
-the forward count of ``dkolib.optics.propagation.count_psf_flops``, forward + backward), so it is
+separately; the simulation is charged analytically (``extra_step_flops``: forward +
+backward of ``dkolib.optics.propagation.count_psf_flops``, see :mod:`dkolib.dko.budget`), so it is
 neither missed (FFTs are not counted by FlopCounterMode) nor counted twice.
 The network FLOPs are counted once per input shape on an untimed dry run of
 a deep copy (so FlopCounterMode's overhead is not billed as training time and
@@ -53,8 +53,9 @@ from ..depth.losses import disparity_distillation_loss, make_depth_loss
 from ..depth.network import DepthNet
 from ..depth.predict import predict_depth
 
-BACKWARD_FACTOR = 2.0
-"""Backward pass cost as a multiple of the forward pass (usual convention), for analytic counts."""
+# analytic PSF-simulation cost: backward = BACKWARD_FACTOR x forward (+ a recomputed forward
+# when the engine checkpoints); why 1 and not the usual 2: dkolib.dko.budget's docstring
+from .budget import BACKWARD_FACTOR, element_wavelengths_m, psf_simulation_flops  # noqa: F401
 
 
 # --------------------------------------------------------------------------- hooks to other modules
@@ -67,13 +68,6 @@ def _compute_metrics(pred_m, gt_m, min_depth_m, max_depth_m, median_scaling, gar
     from ..depth.metrics import compute_depth_metrics
     return compute_depth_metrics(pred_m, gt_m, min_depth_m, max_depth_m,
                                  median_scaling=median_scaling, garg_crop=garg_crop)
-
-
-def _count_psf_flops(optics_cfg, window_px: int, engine: str) -> float:
-    """FLOPs of one forward PSF simulation of ONE metasurface on a ``window_px`` window."""
-    from ..optics.propagation import count_psf_flops
-    return float(count_psf_flops(optics_cfg.n_cells, window_px, optics_cfg.subpixel, engine,
-                                 optics_cfg=optics_cfg))
 
 
 def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator) -> nn.Module:
@@ -449,10 +443,19 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     return model
 
 
-def psf_step_flops(cfg: Config, n_elements: int, window_px: int, engine: str, backward: bool) -> float:
-    """Analytic FLOPs of simulating ``n_elements`` PSFs once (x(1 + BACKWARD_FACTOR) with backward)."""
-    per = _count_psf_flops(cfg.optics, window_px, engine)
-    return n_elements * per * ((1.0 + BACKWARD_FACTOR) if backward else 1.0)
+def psf_step_flops(cfg: Config, n_elements: int, window_px: int, engine: str, backward: bool,
+                   wavelengths_m=None) -> float:
+    """Analytic FLOPs of simulating ``n_elements`` PSFs once on a ``window_px`` window.
+
+    Each element is counted at its own wavelength (``wavelengths_m [E]``, metres; default
+    :func:`~dkolib.dko.budget.element_wavelengths_m`, the RGB front end's order); with
+    ``backward`` the count is forward + backward (x(1 + BACKWARD_FACTOR), plus one forward
+    when the engine recomputes it), see :func:`dkolib.dko.budget.psf_simulation_flops`.
+    """
+    wls = element_wavelengths_m(cfg.optics, n_elements) if wavelengths_m is None else wavelengths_m
+    if len(wls) != int(n_elements):
+        raise ValueError(f"wavelengths_m has {len(wls)} entries for n_elements={n_elements}")
+    return psf_simulation_flops(cfg.optics, wls, window_px, engine, backward=backward)
 
 
 def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",

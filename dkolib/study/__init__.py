@@ -4,10 +4,11 @@ It runs and reports experiments built from :mod:`dkolib.optics`, :mod:`dkolib.de
 and :mod:`dkolib.dko`; those science packages never import it.
 """
 
-from .figures import plot_accuracy_vs_budget, plot_crop_vs_physical
+from .equal_budget_text import claim_sentence, stability_sentence, tta_sentence, tta_table
+from .figures import c_ref_of, plot_accuracy_vs_budget, plot_crop_vs_physical, plot_time_to_accuracy
 from .paths import ProfilePaths
 from .pipeline import (design_paths, ensure_costs, ensure_dko, ensure_e2e, ensure_equal_budget, ensure_physical_eval,
                        ensure_tolerances)
 from .reports import (depth_histogram, dko_kernels, ensure_stage1, gain_restoration, motorcycle_dataset,
                       stage1_metrics)
-from .stats import catch_up
+from .stats import catch_up, error_ratios, time_to_accuracy

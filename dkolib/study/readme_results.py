@@ -301,7 +301,11 @@ def cost_section(root: Path) -> tuple[str, dict]:
     return ("### Cost per iteration (`results/costs.csv`)\n\n" + _table(costs) + "\n"), facts
 
 
-def equal_budget_section(paths: ProfilePaths) -> tuple[str, pd.DataFrame | None]:
+def equal_budget_section(paths: ProfilePaths, tta: pd.DataFrame | None = None) -> tuple[str, pd.DataFrame | None]:
+    """The equal-budget table (crop evaluation, first budget axis) with the constant predictor and the
+    electronic network beside it, and the time-to-accuracy table and figure when ``tta`` is given."""
+    from .equal_budget_text import references_table, tta_table
+
     summary = _read(paths.results / "equal_budget_summary.csv")
     if summary is None:
         return "", None
@@ -309,12 +313,45 @@ def equal_budget_section(paths: ProfilePaths) -> tuple[str, pd.DataFrame | None]
     if "budget_axis" in sel:
         sel = sel[sel["budget_axis"] == sel["budget_axis"].iloc[0]]
     keep = ["method", "engine", "budget_fraction", "n_seeds", "abs_rel_mean", "abs_rel_std",
-            "ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi"]
+            "ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi", "ratio_n_resamples"]
     table = sel[[c for c in keep if c in sel]].sort_values(["engine", "budget_fraction", "method"])
-    return ("### Equal budget (`equal_budget_summary.csv`, idealised crop evaluation)\n\n"
-            "Budget fractions are multiples of the cost of one full DKO run (stage 1 + stage 2); "
+    axis = f", {sel['budget_axis'].iloc[0]} budget axis" if "budget_axis" in sel and len(sel) else ""
+    refs = references_table(_read(paths.stage1 / "metrics.csv"), tta)
+    text = (f"### Equal budget (`equal_budget_summary.csv`, idealised crop evaluation{axis})\n\n"
+            "Budget fractions are multiples of C_ref, the cost of one full DKO run (stage 1 + stage 2); "
             "`ratio_vs_dko` is the method's AbsRel divided by DKO's at the same budget, with a bootstrap "
-            "95 % interval over seeds.\n\n" + _table(table) + "\n"), summary
+            "95 % interval over seeds (`ratio_n_resamples`: the distinct resamples of the seeds that interval "
+            "rests on).\n\n" + _table(table) + "\n\n")
+    if len(refs):
+        text += ("The constant predictor (every pixel the training set's median depth) and the electronic network, "
+                 "beside the table (test split; in this study, which reads the first `budget.eval_items` test images, "
+                 "the mean over seeds of the `electronic` method, the reference of the time-to-accuracy targets):\n\n" + _table(refs) + "\n\n")
+    if tta is not None and len(tta):
+        text += ("Time to accuracy (`time_to_accuracy.csv`, AbsRel, crop evaluation): the budget at which the "
+                 "median seed first comes within 1.5x / 1.25x / 1.1x of the electronic network's AbsRel at 1x "
+                 "C_ref (same engine and axis), [95 % bootstrap interval over seeds]; `never <= Nx`: the median "
+                 "seed does not get there within the ladder (seeds that do / seeds).\n\n"
+                 + _table(tta_table(tta)) + "\n\n"
+                 + _figure(paths, "time_to_accuracy", "budget needed to come within a factor of the electronic "
+                           "network", paths.root))
+    return text, summary
+
+
+def equal_budget_tables(paths: ProfilePaths, n_boot: int = 2000) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``(time_to_accuracy, error_ratios)`` of the profile: the time-to-accuracy table from
+    ``time_to_accuracy.csv`` (computed from ``equal_budget.csv`` when that file is absent) and the
+    E2E / DKO error ratios per metric from ``equal_budget.csv``; None where there is no input."""
+    from .stats import error_ratios, time_to_accuracy
+
+    runs = _read(paths.results / "equal_budget.csv")
+    tta = _read(paths.results / "time_to_accuracy.csv")
+    if tta is None and runs is not None and len(runs):
+        try:
+            tta = time_to_accuracy(runs, n_boot=n_boot)
+        except ValueError:  # no electronic reference at 1x C_ref: no time-to-accuracy statement
+            tta = None
+    ratios = error_ratios(runs, n_boot=n_boot) if runs is not None and len(runs) else None
+    return tta, ratios
 
 
 def whole_run_ratios(costs: pd.DataFrame, stage1_steps: int, dko_steps: int, e2e_steps: int) -> dict:
@@ -369,14 +406,31 @@ def _catchup_parts(catchup: pd.DataFrame | None) -> list[str]:
 
 
 def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict | None = None,
-             catchup: pd.DataFrame | None = None) -> str:
-    """One paragraph per claim of the paper, each derived from the tables by the rule it states."""
+             catchup: pd.DataFrame | None = None, tta: pd.DataFrame | None = None,
+             ratios: pd.DataFrame | None = None) -> str:
+    """One paragraph per claim of the paper, each derived from the tables by the rule it states.
+
+    ``tta``: :func:`~dkolib.study.stats.time_to_accuracy` (the primary statement);
+    ``ratios``: :func:`~dkolib.study.stats.error_ratios` (the 2x claim on AbsRel, a1 and RMSE;
+    without it the claim is checked on the summary's AbsRel ratios only).
+    """
+    from .equal_budget_text import claim_sentence, cost_sentence, ratios_from_summary, stability_sentence, tta_sentence
+
     lines = ["### Verdicts on the paper's claims", ""]
     if summary is not None and len(summary):
+        evals = ["crop"] + [e for e in ("full_psf_noise",) if e in set(summary["eval"])]
+        primary = [t for t in (tta_sentence(tta, e) for e in evals) if t]
+        if primary:
+            lines.append("**Time to accuracy** (budgets as multiples of C_ref, one full DKO run). " + " ".join(primary))
+            lines.append("")
+        checked = ratios if ratios is not None and len(ratios) else ratios_from_summary(summary)
+        claim = [t for t in (claim_sentence(checked, e) for e in evals) if t]
         parts = _ratio_parts(summary, "crop")
-        lines.append("**Accuracy at equal budget** (E2E from scratch vs DKO at the budget of one full DKO run; "
-                     "a confidence interval above 1 means DKO is better; the paper reports about 2x): "
-                     + ("; ".join(parts) or "not available") + ".")
+        lines.append("**Accuracy at equal budget** (the paper reports about 2x: E2E from scratch's error over "
+                     "DKO's at the same budget; the claim holds at a budget where that ratio's 95 % interval lies "
+                     "above 1 and reaches 2). " + (" ".join(claim) or "Not available."))
+        lines.append("At the budget of one full DKO run, on AbsRel (a confidence interval above 1 means DKO is "
+                     "better): " + ("; ".join(parts) or "not available") + ".")
         physical = _ratio_parts(summary, "full_psf", verdict=False)
         if physical:
             lines.append("Evaluated physically (the whole PSF rendered on the sensor) the same ratios are: "
@@ -386,26 +440,18 @@ def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict |
             lines.append("Where E2E catches up, if it does (budgets as multiples of one DKO run): "
                          + "; ".join(later) + ".")
         lines.append("")
-        crop = summary[(summary["eval"] == "crop") & summary["method"].isin(["dko", "e2e_scratch"])]
-        if "budget_axis" in crop and len(crop):
-            crop = crop[crop["budget_axis"] == crop["budget_axis"].iloc[0]]
-        stab = crop.groupby("method")["abs_rel_std"].mean()
-        if {"dko", "e2e_scratch"} <= set(stab.index):
-            more = "DKO" if stab["dko"] < stab["e2e_scratch"] else "E2E"
-            lines.append(f"**Stability** (spread of AbsRel across seeds, mean over budgets and engines): "
-                         f"DKO {_fmt(stab['dko'])}, E2E {_fmt(stab['e2e_scratch'])}: {more} is the more stable "
-                         "of the two here.")
-            lines.append("")
+        stab = stability_sentence(summary)
+        if stab:
+            lines += [stab, ""]
     if cost_ratios:
         txt = ", ".join(f"{_fmt(v)}x at {k} size" for k, v in cost_ratios.items())
         lines.append(f"**Cost** (seconds per E2E step / seconds per DKO stage-2 iteration): {txt}. "
                      "The paper's 'hundreds of times' refers to whole runs (E2E 50,000 steps vs DKO 500 "
                      "stage-2 steps)" + (
                          f": from these per-iteration costs a whole E2E run costs {_fmt(run_ratios['without_stage1'])}x "
-                         f"DKO's stage 2, but only {_fmt(run_ratios['with_stage1'])}x DKO's stage 1 + stage 2 "
+                         f"DKO's stage 2 and {_fmt(run_ratios['with_stage1'])}x DKO's stage 1 + stage 2 "
                          "(the paper's step counts from `config/paper.yaml`; paper-size costs extrapolated from "
-                         "measured chunks on this CPU). The claim holds only when the electronic network is "
-                         "trained anyway." if run_ratios else "."))
+                         "measured chunks on this CPU). " + cost_sentence(run_ratios) if run_ratios else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -413,7 +459,8 @@ def render(profile: str, root: Path | None = None) -> str:
     """The markdown of the results section for ``profile``."""
     paths = ProfilePaths(profile) if root is None else ProfilePaths(profile, root)
     root = paths.root
-    eb_text, summary = equal_budget_section(paths)
+    tta, ratios = equal_budget_tables(paths)
+    eb_text, summary = equal_budget_section(paths, tta)
     cost_text, cost_ratios = cost_section(root)
     run_ratios = None
     costs = _read(root / "results" / "costs.csv")
@@ -432,7 +479,7 @@ def render(profile: str, root: Path | None = None) -> str:
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
              _figure(paths, "accuracy_vs_flops", "accuracy vs FLOP budget", root),
              cost_text, verdicts(summary, cost_ratios, run_ratios,
-                                 _read(paths.results / "equal_budget_summary_catchup.csv"))]
+                                 _read(paths.results / "equal_budget_summary_catchup.csv"), tta, ratios)]
     return "\n".join(p for p in parts if p is not None)
 
 
