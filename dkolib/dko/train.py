@@ -362,14 +362,15 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
 
 
 def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = False, batch_size: int = 8,
-             max_items: int | None = None, noise_seed: int = 0) -> dict:
+             max_items: int | None = None, noise_seed: int = 0, per_image: list | None = None) -> dict:
     """Mean per-image depth metrics of ``model`` on ``dataset`` (batched, no grad).
 
     Uses ``dkolib.depth.metrics.compute_depth_metrics`` with ``cfg.data.min/max_depth_m`` (Garg
     crop for KITTI). A noisy optical front end draws its noise from a generator
     seeded with ``noise_seed`` (the same noise for every model), and the global
     RNG and the modules' train/eval modes are left as they were.
-    Returns ``{metric: mean over images}``.
+    Returns ``{metric: mean over images}``; with a list ``per_image``, each image's metrics are
+    appended to it (one dict per image, in dataset order) for paired comparisons.
     """
     modes = _train_modes(model)
     model.eval()
@@ -392,6 +393,8 @@ def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = Fals
                                          cfg.data.max_depth_m, median_scaling, garg)
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
+                    if per_image is not None:
+                        per_image.append({k: float(v) for k, v in m.items()})
                     count += 1
     finally:
         _restore_modes(model, modes)

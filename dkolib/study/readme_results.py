@@ -226,9 +226,37 @@ def operating_point_sentence(table: pd.DataFrame, ideal: pd.Series | None = None
     own = dko[dko["profile_weight"].astype(bool)] if "profile_weight" in dko else dko.iloc[:0]
     if len(own):
         text += f" The profile uses weight {_fmt(float(own.index[0]))}."
+        text += _significance_text(dko)
     if ideal is not None and "full_psf_noise" in ideal:
         text += f" The same network through ideal optics reads {_fmt(float(ideal['full_psf_noise']))} under the same noise."
     return text
+
+
+def _significance_text(noisy: pd.DataFrame) -> str:
+    """Whether any weight reads significantly better under noise than the profile's (paired intervals)."""
+    if "diff_ci_hi" not in noisy or noisy["diff_ci_hi"].isna().all():
+        return ""
+    others = noisy[~noisy["profile_weight"].astype(bool)]
+    better = others[others["diff_ci_hi"] < 0]
+    n = int(noisy["n_images"].iloc[0]) if "n_images" in noisy else None
+    imgs = f" ({n} images)" if n else ""
+    if len(better):
+        w = float(better["noisy_abs_rel_minus_profile"].idxmin())
+        r = better.loc[w]
+        return (f" Paired image by image{imgs}, weight {_fmt(w)} reads significantly better than the profile's: "
+                f"AbsRel {_signed(r['noisy_abs_rel_minus_profile'])} (95 % CI {_signed(r['diff_ci_lo'])} to "
+                f"{_signed(r['diff_ci_hi'])}).")
+    w = float(others["noisy_abs_rel_minus_profile"].idxmin()) if len(others) else None
+    if w is None:
+        return ""
+    r = others.loc[w]
+    return (f" Paired image by image{imgs}, no weight reads significantly better than the profile's (closest: "
+            f"weight {_fmt(w)}, AbsRel {_signed(r['noisy_abs_rel_minus_profile'])}, 95 % CI "
+            f"{_signed(r['diff_ci_lo'])} to {_signed(r['diff_ci_hi'])}), so the profile keeps its weight.")
+
+
+def _signed(x) -> str:
+    return f"{float(x):+.3g}"
 
 
 def tolerance_section(paths: ProfilePaths) -> str:
