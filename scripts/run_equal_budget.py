@@ -41,8 +41,8 @@ from dkolib.study.cli import run_cli  # noqa: E402
 import torch  # noqa: E402
 
 from dkolib.study.jobs import JobContext, run_job  # noqa: E402
-from dkolib.study.protocol import (JOBS, chosen_lr_mult, lr_source, resolve_reference_run,  # noqa: E402
-                                   settings_from_config)
+from dkolib.study.protocol import (JOBS, SEED_JOBS, chosen_lr_mult, lr_source,  # noqa: E402
+                                   resolve_reference_run, settings_from_config)
 from dkolib.study.snapshots import cleanup_snapshots  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    if args.method not in ("calibrate", "stage1") and args.engine is None:
+    if args.method not in SEED_JOBS and args.engine is None:
         ap.error(f"--engine is required for --method {args.method}")
     cfg = load_config(args.profile, {**parse_overrides(args.set), "threads": args.threads, "seed": args.seed})
     set_threads(args.threads)
@@ -87,7 +87,7 @@ def main(argv=None):
         settings = dataclasses.replace(settings, eval_items=args.eval_items)
     stage1_dir = args.stage1_dir or paths.equal_budget / f"stage1_{args.seed}"
     work = args.work or args.out.with_suffix(".work")
-    if args.method in ("calibrate", "stage1"):
+    if args.method in SEED_JOBS:
         work = stage1_dir
     source = lr_source(settings, args.method, args.engine, args.seed)
     lr_mult = None
@@ -107,7 +107,7 @@ def main(argv=None):
     t0, c0 = time.perf_counter(), time.process_time()
     frame = run_job(args.method, ctx, args.engine)
     write_csv(frame, args.out)
-    if args.method not in ("calibrate", "stage1") and not args.keep_snapshots:
+    if args.method not in SEED_JOBS and not args.keep_snapshots:
         cleanup_snapshots(work)
     print(f"{args.method} engine={args.engine} seed={args.seed}: {len(frame)} rows -> {args.out} "
           f"(job wall {time.perf_counter() - t0:.1f} s, cpu {time.process_time() - c0:.1f} s, "

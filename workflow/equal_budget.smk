@@ -79,37 +79,6 @@ def eb_stage1_input(wildcards):
     return inputs
 
 
-def eb_method_shell():
-    return (f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
-            f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
-            f"--out {{output}} --threads 1 --no-progress {{params.lr_from}}")
-
-
-# E2E from scratch is the study's critical path (the first seed searches the learning rate, the
-# others wait for it, and each runs to the top of the ladder): it starts as soon as its seed's
-# budget unit is calibrated, ahead of everything else.
-rule eb_e2e:
-    priority: 20
-    input:
-        unpack(lambda w: eb_lr_from(w.method, w.engine, w.seed)),
-        unpack(eb_stage1_input),
-    output:
-        f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
-    params:
-        lr_from=eb_lr_arg,
-        config=cfg_hash(*OPT, "budget"),
-    wildcard_constraints:
-        method="e2e_scratch",
-        engine="fast|reference",
-        seed=r"\d+",
-    resources:
-        cpu_slots=1,
-    benchmark:
-        f"{BENCH}/eb_e2e.{{method}}_{{engine}}_{{seed}}.tsv"
-    shell:
-        eb_method_shell()
-
-
 rule eb_method:
     input:
         unpack(lambda w: eb_lr_from(w.method, w.engine, w.seed)),
@@ -128,7 +97,22 @@ rule eb_method:
     benchmark:
         f"{BENCH}/eb_method.{{method}}_{{engine}}_{{seed}}.tsv"
     shell:
-        eb_method_shell()
+        f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
+        f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
+        f"--out {{output}} --threads 1 --no-progress {{params.lr_from}}"
+
+
+# E2E from scratch is the study's critical path (the first seed searches the learning rate, the
+# others wait for it, and each runs to the top of the ladder): the same job as eb_method, started
+# as soon as its seed's budget unit is calibrated, ahead of everything else.
+use rule eb_method as eb_e2e with:
+    priority: 20
+    wildcard_constraints:
+        method="e2e_scratch",
+        engine="fast|reference",
+        seed=r"\d+",
+    benchmark:
+        f"{BENCH}/eb_e2e.{{method}}_{{engine}}_{{seed}}.tsv"
 
 
 rule eb_summary:

@@ -22,8 +22,8 @@ from ..dko.budget import BudgetMeter
 from ..io import load_torch, save_torch, write_csv
 from .components import (_depth_loss, _eval_rows, _new_depthnet, _val_abs_rel, build_e2e_model, calibrate,
                          e2e_param_groups, run_finetune_fixed, run_stage2)
-from .protocol import (JOBS, METRICS, BudgetProtocolError, Settings, e2e_targets, evals_for, make_budgets,
-                       pick_lr_mult, reference_stage1_target, stage1_targets, target_key, to_frame)
+from .protocol import (JOBS, METRICS, SEED_JOBS, BudgetProtocolError, Settings, _axis_field, e2e_targets, evals_for,
+                       make_budgets, pick_lr_mult, reference_stage1_target, stage1_targets, target_key, to_frame)
 from .snapshots import _write_json, claim_folder, load_snapshot, read_manifest, train_with_snapshots
 
 
@@ -221,7 +221,7 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
                                       f"rate can be selected; raise budget.stage1_steps or lower budget.dko_steps / "
                                       f"budget.finetune_steps")
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(model, val, cfg, st)})
-    best = _pick(search, st)
+    best = pick_lr_mult(search, st.lr_tie_rel)
     _write_search(search, best, work)
     rows = []
     for axis in st.axes:
@@ -239,16 +239,12 @@ def stage2_step_cap(budgets: dict, calib: dict, cap: int, engine: str, axis: str
     """Stage-2 steps a DKO design at ``frac x C_ref`` may run: what its budget has left after its
     stage-1 snapshot (``entry``) and fine-tune, at the calibrated cost per step, capped by ``cap``
     (``dko.steps``; the stopping rule may end it earlier). At least 1."""
-    field = "wall_s" if axis == "wall" else "flops"
+    field = _axis_field(axis)
     left = frac * budgets["engines"][engine]["c_ref"][field] - float(entry[field])
     if finetune is not None:
         left -= float(finetune[field])
     per = float(calib["stage2_step"][engine][field])
     return int(max(1, min(int(cap), math.floor(left / per + 1e-9))))
-
-
-def _pick(search: list[dict], settings: Settings) -> float:
-    return pick_lr_mult(search, settings.lr_tie_rel)
 
 
 def _write_search(search: list[dict], best: float, work: Path) -> None:
@@ -309,7 +305,7 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
         model, man = run(mult, ref_key)
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(snapshot_model(model, mult, man, ref_key),
                                                                     val, cfg, st)})
-    best = _pick(search, st)
+    best = pick_lr_mult(search, st.lr_tie_rel)
     _write_search(search, best, work)
     model, man = run(best, None)
     rows = []
@@ -333,9 +329,9 @@ def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataF
     """Dispatch one job of the experiment (``stage1`` or one of :data:`~dkolib.study.protocol.METHODS`)."""
     if method not in JOBS:
         raise ValueError(f"method must be one of {JOBS}, got {method!r}")
-    if method not in ("calibrate", "stage1") and engine not in ("fast", "reference"):
+    if method not in SEED_JOBS and engine not in ("fast", "reference"):
         raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
-    if method in ("calibrate", "stage1"):  # one folder per seed, shared by the two
+    if method in SEED_JOBS:  # one folder per seed, shared by the two
         claim_folder(ctx.stage1_dir, job_stamp("stage1", ctx, None))
         return run_calibrate_job(ctx) if method == "calibrate" else run_stage1_job(ctx)
     claim_folder(ctx.work, job_stamp(method, ctx, engine))

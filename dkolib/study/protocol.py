@@ -115,7 +115,9 @@ from ..dko.budget import BudgetMeter
 
 
 METHODS = ("electronic", "dko", "dko_ft", "e2e_scratch", "e2e_warm")
-JOBS = ("calibrate", "stage1") + METHODS
+SEED_JOBS = ("calibrate", "stage1")
+"""The per-seed jobs that share one folder (``--stage1-dir``) and need no engine."""
+JOBS = SEED_JOBS + METHODS
 AXES = ("wall", "flops")
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 REQUIRED_COLUMNS = ("method", "engine", "seed", "budget_s", "budget_flops") + METRICS + ("eval",)
@@ -222,7 +224,7 @@ def lr_source(settings: Settings, method: str, engine: str | None, seed: int) ->
     ``electronic`` trains nothing of its own (it evaluates stage-1 snapshots): always None.
     Stage 1 trains at the main chain's rate (the run that defines the budget unit): None.
     """
-    if method in ("electronic", "stage1", "calibrate") or settings.lr_search == "every_seed":
+    if method == "electronic" or method in SEED_JOBS or settings.lr_search == "every_seed":
         return None
     first = settings.lr_search_seed
     if seed == first and engine == "fast":
