@@ -44,6 +44,11 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _renamed(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """The columns of ``columns`` that ``frame`` has, in that order, renamed to its values."""
+    return frame[[c for c in columns if c in frame]].rename(columns=columns)
+
+
 def _figure(paths: ProfilePaths, name: str, caption: str, repo_root: Path) -> str:
     png = paths.figures / f"{name}.png"
     if not png.exists():
@@ -112,7 +117,7 @@ def dko_section(paths: ProfilePaths) -> str:
             "channel_norm_err_mean": "kernel error (gain per channel)",
             "channel_corr_mean": "kernel correlation (per channel)", "eff_crop_mean": "light in 7x7 crop",
             "eff_render_mean": "light in render window"}
-    out = summary[[c for c in cols if c in summary]].rename(columns=cols)
+    out = _renamed(summary, cols)
     return ("### DKO stage 2 (`dko/summary.csv`)\n\n"
             "Kernel error is `||g P - K|| / ||K||` per output channel with the closed-form gains (one per "
             "metasurface, the default read-out, or one per output channel, the paper's); an all-zero optical "
@@ -281,7 +286,7 @@ def layout_section(paths: ProfilePaths) -> str:
         return ""
     cols = {"kind": "what", "basis": "basis", "n_metasurfaces": "metasurfaces", "n_pillars": "pillars",
             "n_references": "array references", "file_bytes": "GDS bytes", "seconds": "seconds"}
-    out = summary[[c for c in cols if c in summary]].rename(columns=cols)
+    out = _renamed(summary, cols)
     return ("### Mask layout (`layout/summary.csv`)\n\n"
             "`scripts/export_layout.py` writes the DKO design's first metasurfaces as GDSII (pillars on the "
             "meta-atom lattice, one referenced cell per 1 nm radius, array references along runs of equal "
