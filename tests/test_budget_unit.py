@@ -108,3 +108,23 @@ def test_stage2_cap_spends_what_the_budget_has_left():
     assert stage2_step_cap(budgets, calib, 120, "fast", "wall", 1.0, entry, {"wall_s": 5.0, "flops": 0.0}) == 17
     # nothing left: one step (the design exists only where stage 1's target was feasible)
     assert stage2_step_cap(budgets, calib, 120, "fast", "flops", 0.5, entry) == 1
+
+
+def test_constant_rate_run_resumes_with_another_step_cap(tmp_path):
+    """At a constant rate the step count only caps the run: 6 steps then resumed to 10 equal 10 in one go."""
+    def run(folder, steps, decay=None):
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 1, 1)
+        train_loop(model, [{"params": list(model.parameters()), "lr": 1e-2}], _Toy(), steps=steps, batch_size=2,
+                   seed=0, log_csv=folder / "log.csv", ckpt=folder / "ckpt.pt", loss_fn=_loss, progress=False,
+                   lr_decay_at=decay)
+        return model
+
+    whole = run(tmp_path / "a", 10)
+    run(tmp_path / "b", 6)
+    resumed = run(tmp_path / "b", 10)
+    for p, q in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    run(tmp_path / "c", 6, decay=0.5)  # a decay step depends on the length: another length is another run
+    with pytest.raises(ValueError, match="was written for steps=6"):
+        run(tmp_path / "c", 10, decay=0.5)

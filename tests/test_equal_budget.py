@@ -317,9 +317,18 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
             assert present == fits, (axis, frac)
     # smoke geometry: stage 2's FLOPs exceed half of C_ref, so the 0.5 FLOP budget has no DKO point
     assert not ((dko["budget_axis"] == "flops") & (dko["budget_fraction"] == 0.5)).any()
-    # a point never spends (much) more than its budget: stage 1 stops at the first crossing
+    # a point spends its budget (stage 1 stops at the first crossing) unless stage 1 reached its
+    # plateau (N1 steps) first: stage 1 never trains past it
+    n1 = info["settings"]["stage1_steps"]
     f = dko[dko["budget_axis"] == "flops"]
-    assert (f["spent_flops"] >= 0.99 * f["budget_flops"]).all()
+    assert (f["steps"] <= n1).all()
+    below = f[f["steps"] < n1]
+    assert (below["spent_flops"] >= 0.99 * below["budget_flops"]).all()
+    elec = pd.read_csv(tmp / "electronic_fast_0.csv")
+    top = elec[elec["budget_fraction"] >= 1.0]  # C_ref = N1 stage-1 steps + stage 2: past the plateau
+    assert len(top) and (top["steps"] == n1).all() and (top["spent_flops"] < top["budget_flops"]).all()
+    manifest = json.loads((tmp / "s1" / "lr_1" / "snapshots.json").read_text())
+    assert max(e["step"] for e in manifest.values()) == n1
     e2e = pd.read_csv(tmp / "e2e_scratch_fast_0.csv")
     ef = e2e[e2e["budget_axis"] == "flops"]
     assert (ef["spent_flops"] >= ef["budget_flops"]).all()

@@ -266,7 +266,10 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     stop_reason = "steps"
     if ckpt.exists():
         state = load_torch(ckpt, map_location="cpu")
-        if state["steps"] != steps or state["batch_size"] != batch_size or state["seed"] != seed:
+        # with a constant rate ``steps`` only caps the run, so a resumed run may change it
+        schedule_differs = state["steps"] != steps and (decay_step is not None
+                                                        or state.get("decay_step", -1) is not None)
+        if schedule_differs or state["batch_size"] != batch_size or state["seed"] != seed:
             raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']}, "
                              f"batch_size={state['batch_size']}, seed={state['seed']}; this run asks for "
                              f"steps={steps}, batch_size={batch_size}, seed={seed} (delete it to restart)")
@@ -292,8 +295,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                     "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
-                    "step": step, "steps": steps, "batch_size": batch_size, "seed": seed,
-                    "stop_reason": stop_reason}, ckpt)
+                    "step": step, "steps": steps, "decay_step": decay_step, "batch_size": batch_size,
+                    "seed": seed, "stop_reason": stop_reason}, ckpt)
         write_csv(pd.DataFrame(history), log_csv)
 
     def run_eval(step: int) -> None:

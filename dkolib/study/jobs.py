@@ -89,7 +89,10 @@ def run_calibrate_job(ctx: JobContext) -> pd.DataFrame:
 
 
 def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
-    """Train stage 1 at the main chain's rate, snapshotted at every budget a method needs.
+    """Train stage 1 at the main chain's rate for ``N1`` steps, snapshotted at every budget a method needs.
+
+    Stage 1 stops where the main chain's did (its validation plateau, ``N1`` steps): a budget
+    above that cost gets the ``N1``-step network, which spends less than the budget.
 
     Reads ``budgets.json`` (the ``calibrate`` job's; calibrates first if it is missing) and
     writes the run into ``ctx.stage1_dir / 'lr_1'`` (snapshots + manifest) and ``lr_search.csv``
@@ -103,14 +106,13 @@ def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
     train_set = ctx.dataset("train", flip=True)
     ref = reference_stage1_target(budgets, st)
     targets = stage1_targets(budgets, st) + [ref]
-    cap = _steps_cap(budgets, st, calib["stage1_step"]["flops"])
     model = _new_depthnet(cfg, ctx.seed)
     lr = cfg.stage1.lr
     man = train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": lr}], train_set,
                                targets=targets, work=root / "lr_1", seed=ctx.seed,
-                               batch_size=cfg.stage1.batch_size, steps_cap=cap, loss_fn=_depth_loss(cfg),
-                               weight_decay=cfg.stage1.weight_decay, checkpoint_every=cfg.stage1.checkpoint_every,
-                               progress=ctx.progress, desc="stage1")
+                               batch_size=cfg.stage1.batch_size, steps_cap=st.stage1_steps, final_at_cap=True,
+                               loss_fn=_depth_loss(cfg), weight_decay=cfg.stage1.weight_decay,
+                               checkpoint_every=cfg.stage1.checkpoint_every, progress=ctx.progress, desc="stage1")
     model.load_state_dict(load_snapshot(root / "lr_1", man[ref.key])["state_dict"])
     table = pd.DataFrame([{"seed": ctx.seed, "lr_mult": 1.0, "lr": lr,
                            "val_abs_rel": _val_abs_rel(model, ctx.dataset("val"), cfg, st),

@@ -56,9 +56,16 @@ Truncation = snapshot
   repeated resumed ``train_loop`` calls, each up to the next pending budget, and the
   model is saved whenever a budget is crossed (:func:`dkolib.study.snapshots.train_with_snapshots`).
 
+Stage 1 stops at its plateau
+  Every seed's stage 1 trains to its budget or ``N1`` steps (the main chain's plateau),
+  whichever comes first: an ``electronic`` budget above the cost of ``N1`` steps (and a DKO
+  budget whose stage-1 share is above it) reads the ``N1``-step network and spends less than
+  its budget (the ``spent_*`` columns). The main chain does not train past its plateau either,
+  and training every seed on to 4x would cost about as much as a second E2E ladder.
+
 DKO at budget B
   The DKO point at B uses the stage-1 snapshot at ``B - S2`` (``dko``) or
-  ``B - S2 - FT`` (``dko_ft``), where ``S2`` and ``FT`` are the calibrated costs of
+  ``B - S2 - FT`` (``dko_ft``), or at ``N1`` steps if that comes first, where ``S2`` and ``FT`` are the calibrated costs of
   stage 2 and of the fine-tune; stage 2 (and the fine-tune) is then run on it and its
   *measured* cost is added to the stage-1 snapshot's cost. Stage 2 stops by its rule, capped
   by ``dko.steps`` and by what the budget has left at the calibrated cost per step

@@ -42,7 +42,7 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
                          work: Path, seed: int, batch_size: int, steps_cap: int, loss_fn: Callable,
                          weight_decay: float, extra_step_flops: float = 0.0, initial: dict | None = None,
                          stop_after: str | None = None, checkpoint_every: int = 0, progress: bool = True,
-                         desc: str = "train") -> dict:
+                         desc: str = "train", final_at_cap: bool = False) -> dict:
     """Advance one constant-lr run through ``targets``, saving the model whenever one is crossed.
 
     The run lives in ``work`` (``ckpt.pt``, ``log.csv``, ``snap_<step>.pt`` and the manifest
@@ -58,6 +58,9 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
         initial: meter state the run starts from (e.g. the stage-1 cost of a warm start);
             ignored when resuming (the checkpoint holds the meter).
         stop_after: return as soon as this target key has been saved (later targets stay pending).
+        final_at_cap: the run ends at ``steps_cap`` steps; targets it has not reached by then
+            get its final state (a run trained to a fixed length that spends less than those
+            budgets). Without it, reaching the cap first is an error (the cap was too low).
     Returns the manifest.
     """
     from ..dko.train import train_loop
@@ -87,12 +90,14 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
                           weight_decay=weight_decay, lr_decay_at=None, eval_fn=None,
                           checkpoint_every=checkpoint_every, budget=meter, max_seconds=lim["wall"],
                           max_flops=lim["flops"], extra_step_flops=extra_step_flops, progress=progress, desc=desc)
+        step = int(hist["step"].iloc[-1]) if len(hist) else 0
         crossed = [t for t in pending if t.crossed(meter)]
+        if not crossed and final_at_cap and step >= steps_cap:
+            crossed = list(pending)
         if not crossed:
             raise BudgetProtocolError(
                 f"{desc}: the run hit its step cap ({steps_cap}) before reaching budget "
                 f"{min(pending, key=lambda t: t.value)}; raise the cap")
-        step = int(hist["step"].iloc[-1]) if len(hist) else 0
         fname = f"snap_{step:07d}.pt"
         if not (work / fname).exists():
             save_torch({"state_dict": copy.deepcopy(model.state_dict()), "step": step,
