@@ -75,12 +75,43 @@ def test_run_record(tmp_path):
     dagtiming.record_run(tmp_path, "error", now=T0 + 5)
     with pytest.raises(DataError, match="'error'"):
         dagtiming.read_run(tmp_path)
-    dagtiming.record_run(tmp_path, "start", now=T0 + 10)  # a new run starts a new record
+    dagtiming.record_run(tmp_path, "start", now=T0 + 10)  # the failed run goes on: a second segment
     dagtiming.record_run(tmp_path, "success", now=T0 + 70)
     rec = json.loads((tmp_path / dagtiming.RUN_RECORD).read_text())
-    assert rec["start"] == T0 + 10 and rec["end"] == T0 + 70 and rec["status"] == "success"
+    assert rec["start"] == T0 and rec["end"] == T0 + 70 and rec["status"] == "success"
+    assert rec["wall_s"] == 5 + 60 and len(rec["segments"]) == 2
+    dagtiming.record_run(tmp_path, "start", now=T0 + 100)  # after a finished run: a new record
+    dagtiming.record_run(tmp_path, "success", now=T0 + 130)
+    rec = json.loads((tmp_path / dagtiming.RUN_RECORD).read_text())
+    assert rec["start"] == T0 + 100 and rec["wall_s"] == 30 and len(rec["segments"]) == 1
     with pytest.raises(ValueError, match="event"):
         dagtiming.record_run(tmp_path, "finished")
+
+
+def test_killed_run_resumed_counts_its_segments(tmp_path):
+    """A run killed (no end written) and started again: wall = first start to last write + the second segment."""
+    results = tmp_path / "results"
+    folder = results / "benchmarks"
+    folder.mkdir(parents=True)
+    dagtiming.record_run(folder, "start", now=T0)
+    _bench(folder, "data.tsv", "60.0000", "1.00", "50.00", T0 + 60)
+    ckpt = results / "equal_budget" / "e2e.work" / "ckpt.pt"  # the killed job's last checkpoint
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    os.utime(ckpt, (T0 + 400, T0 + 400))
+    stale = results / "old.csv"  # written long before this run: not its activity
+    stale.write_text("x")
+    os.utime(stale, (T0 - 5000, T0 - 5000))
+    dagtiming.record_run(folder, "start", now=T0 + 90_000)  # the next day
+    _bench(folder, "eb_method.e2e_scratch_fast_0.tsv", "300.0000", "1.00", "290.00", T0 + 90_300)
+    dagtiming.record_run(folder, "success", now=T0 + 90_320)
+    jobs, summary = dagtiming.dag_timing(folder)
+    total = summary.set_index("rule").loc["TOTAL"]
+    assert total["wall_s"] == 400 + 320 and total["segments"] == 2
+    assert list(jobs["rule"]) == ["data", "eb_method"]
+    paths = ProfilePaths("default", tmp_path / "p")
+    write_csv(summary, paths.results / "dag_timing.csv")
+    assert "12 min wall clock in 2 starts" in dag_section(paths)
 
 
 def test_missing_record_or_jobs_is_an_error(tmp_path):

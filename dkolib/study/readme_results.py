@@ -94,8 +94,12 @@ def dag_section(paths: ProfilePaths) -> str:
         return ""
     total = timing[timing["rule"] == "TOTAL"].iloc[0]
     rules = timing[timing["rule"] != "TOTAL"][["rule", "n_jobs", "job_s_sum", "job_s_max"]]
+    segments = int(total["segments"]) if "segments" in total and pd.notna(total["segments"]) else 1
+    resumed = ("" if segments <= 1 else
+               f" in {segments} starts (stopped and resumed; the time between them is not counted, and a "
+               f"resumed job's own time covers only its last start)")
     return (f"### Pipeline wall time (`dag_timing.csv`)\n\n"
-            f"The last recorded full run of this profile took {_fmt(total['wall_s'] / 60, 3)} min wall clock "
+            f"The last recorded full run of this profile took {_fmt(total['wall_s'] / 60, 3)} min wall clock{resumed} "
             f"for {int(total['n_jobs'])} jobs ({_fmt(total['job_s_sum'] / 60, 3)} min of job time, "
             f"two single-threaded jobs at a time). Per rule, in seconds:\n\n" + _table(rules) + "\n")
 
