@@ -155,3 +155,21 @@ def test_every_working_rule_has_a_benchmark_named_after_it():
         m = re.search(r'\n    benchmark:\n        f"\{BENCH\}/([^"]+)"', body)
         assert m, f"rule {name} has no benchmark under BENCH"
         assert dagtiming.parse_name(m.group(1).replace("{{", "{").replace("}}", "}"))[0] == name
+
+
+def test_e2e_ladder_sentence_from_a_hand_table():
+    from dkolib.study.readme_results import e2e_ladder_text
+
+    rows = []
+    for seed, spent in ((0, 3000.0), (1, 3600.0), (2, 3300.0)):
+        for frac, share in ((1.0, 0.25), (4.0, 1.0)):
+            for ev in ("crop", "full_psf"):
+                rows.append({"method": "e2e_scratch", "engine": "fast", "eval": ev, "budget_axis": "flops",
+                             "seed": seed, "budget_fraction": frac, "spent_s": spent * share})
+    rows.append({"method": "dko", "engine": "fast", "eval": "crop", "budget_axis": "flops", "seed": 0,
+                 "budget_fraction": 4.0, "spent_s": 99999.0})
+    text = e2e_ladder_text(pd.DataFrame(rows), run_wall_s=7200.0)
+    # per seed 50, 60, 55 min at 4x: median 55 min, 9900 s = 2.75 h, 4950 s = 82.5 min on 2 cores
+    assert "to 4x C_ref" in text and "55 min per seed" in text and "2.75 h for 3 seeds" in text
+    assert "82.5 min of the run's 120 min on 2 cores (69 %)" in text
+    assert e2e_ladder_text(pd.DataFrame(rows[-1:]), 7200.0) == "" and e2e_ladder_text(None, 1.0) == ""
