@@ -403,7 +403,8 @@ rule notebook_02:
     benchmark:
         f"{BENCH}/notebook_02.tsv"
     shell:
-        f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+        f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar "
+        f"&& python -m dkolib.study.nbclean {{output.nb}}"
 
 
 rule notebook:
@@ -418,7 +419,8 @@ rule notebook:
     benchmark:
         f"{BENCH}/notebook.{{nb}}.tsv"
     shell:
-        f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+        f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar "
+        f"&& python -m dkolib.study.nbclean {{output}}"
 
 
 rule readme_results:
