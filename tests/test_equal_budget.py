@@ -3,6 +3,8 @@
 Covers dkolib.study.protocol, snapshots, jobs, stats and figures.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,6 +132,30 @@ def test_claim_folder_keeps_own_state_and_empties_foreign_state(tmp_path):
     with pytest.warns(RuntimeWarning, match="no job stamp"):
         snapshots.claim_folder(folder, stamp)
     assert not (folder / "calibration.json").exists()
+
+
+def test_widening_the_lr_grid_keeps_the_runs_already_made(tmp_path):
+    """The multipliers tried are not part of a run's state: a folder stamped under a narrower grid is kept."""
+    from dkolib.study.jobs import SEARCH_KEYS, _without_search_keys
+
+    folder = tmp_path / "job"
+    old = {"method": "e2e_scratch", "seed": 0, "lr_mult": None,
+           "settings": {"lr_grid": [0.5, 1.0, 2.0], "lr_tie_rel": 0.05, "fractions": [1.0]},
+           "config": {"budget": {"lr_grid": [0.5, 1.0, 2.0], "lr_search": "first_seed", "seeds": [0]}}}
+    folder.mkdir()
+    (folder / snapshots.JOB_STAMP).write_text(json.dumps(old))  # as an earlier version of the job wrote it
+    (folder / "lr_0.5").mkdir()
+    wider = json.loads(json.dumps(old))
+    wider["settings"]["lr_grid"] = wider["config"]["budget"]["lr_grid"] = [0.25, 0.5, 1.0, 2.0]
+    new = _without_search_keys(wider)
+    assert not set(SEARCH_KEYS) & (set(new["settings"]) | set(new["config"]["budget"]))
+    snapshots.claim_folder(folder, new, normalize=_without_search_keys)
+    assert (folder / "lr_0.5").exists()
+    other = json.loads(json.dumps(wider))
+    other["settings"]["fractions"] = [1.0, 2.0]  # a budget is part of the state: the folder is emptied
+    with pytest.warns(RuntimeWarning, match="another job"):
+        snapshots.claim_folder(folder, _without_search_keys(other), normalize=_without_search_keys)
+    assert not (folder / "lr_0.5").exists()
 
 
 # ----------------------------------------------------------------------------- budgets / feasibility

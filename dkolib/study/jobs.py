@@ -9,6 +9,7 @@ the method can fit, budgets in wall seconds (``budget_s``) and FLOPs (``budget_f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -132,8 +133,8 @@ def load_stage1(stage1_dir: Path, settings: Settings, seed: int, engine: str) ->
         raise BudgetProtocolError(f"{p} was written for seed {info['seed']}, this job is seed {seed}")
     mine = dataclasses.asdict(settings)
     theirs = info["settings"]
-    diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps",
-                                                   "lr_grid", "lr_search") if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
+    diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps")
+            if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
     if diff:
         raise BudgetProtocolError(f"{p} was made with other budget settings {diff}; rerun the stage-1 job")
     if engine not in info["budgets"]["engines"]:
@@ -321,10 +322,25 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
     return to_frame(rows)
 
 
+SEARCH_KEYS = ("lr_grid", "lr_search", "lr_tie_rel")
+"""Budget settings that decide which learning-rate multipliers are tried and which one is chosen.
+No run's state depends on them (each multiplier's run has its own subfolder, named after it), so
+they are not part of a job's stamp: widening the grid keeps every run already made."""
+
+
+def _without_search_keys(stamp: dict) -> dict:
+    out = copy.deepcopy(stamp)
+    for section in (out.get("settings"), (out.get("config") or {}).get("budget")):
+        for key in SEARCH_KEYS:
+            if isinstance(section, dict):
+                section.pop(key, None)
+    return out
+
+
 def job_stamp(method: str, ctx: JobContext, engine: str | None) -> dict:
     """What a job's resumable state depends on (see :func:`~dkolib.study.snapshots.claim_folder`)."""
-    return {"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
-            "settings": dataclasses.asdict(ctx.settings), "config": ctx.cfg.to_dict()}
+    return _without_search_keys({"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
+                                 "settings": dataclasses.asdict(ctx.settings), "config": ctx.cfg.to_dict()})
 
 
 def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataFrame:
@@ -334,9 +350,9 @@ def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataF
     if method not in SEED_JOBS and engine not in ("fast", "reference"):
         raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
     if method in SEED_JOBS:  # one folder per seed, shared by the two
-        claim_folder(ctx.stage1_dir, job_stamp("stage1", ctx, None))
+        claim_folder(ctx.stage1_dir, job_stamp("stage1", ctx, None), normalize=_without_search_keys)
         return run_calibrate_job(ctx) if method == "calibrate" else run_stage1_job(ctx)
-    claim_folder(ctx.work, job_stamp(method, ctx, engine))
+    claim_folder(ctx.work, job_stamp(method, ctx, engine), normalize=_without_search_keys)
     if method == "electronic":
         return run_electronic_job(ctx, engine)
     if method in ("dko", "dko_ft"):

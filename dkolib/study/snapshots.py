@@ -117,19 +117,22 @@ JOB_STAMP = "job.json"
 """File in a job's folder naming the job and configuration its resumable state belongs to."""
 
 
-def claim_folder(folder: Path, stamp: dict) -> None:
+def claim_folder(folder: Path, stamp: dict, normalize: Callable[[dict], dict] | None = None) -> None:
     """Make ``folder`` this job's: keep its state only if it was written by the same job.
 
     A job resumes from what its folder holds (calibration, checkpoints, snapshot manifests).
     State written under another configuration, learning rate or seed, or of unknown origin
     (no stamp, e.g. files copied from another machine), would silently mix two runs, so the
-    folder is emptied first (with a warning) and the job starts over.
+    folder is emptied first (with a warning) and the job starts over. ``normalize`` maps a
+    stamp found in the folder to the form ``stamp`` has (it drops what no longer belongs in one).
     """
     folder = Path(folder)
     stamp = json.loads(json.dumps(stamp))  # tuples -> lists, as read back
     path = folder / JOB_STAMP
     if folder.exists() and any(folder.iterdir()):
         old = json.loads(path.read_text()) if path.exists() else None
+        if old is not None and normalize is not None:
+            old = json.loads(json.dumps(normalize(old)))
         if old == stamp:
             return
         why = "no job stamp" if old is None else "another job or configuration"
