@@ -80,6 +80,17 @@ rule all:
         f"{R}/readme_results.md",
 
 
+# Everything but the equal-budget study, the run's longest part: stage 1, DKO, its fine-tunes,
+# E2E, the physical evaluation, the stage-2 studies, the tolerance study and the layout.
+rule main_chain:
+    input:
+        f"{R}/physical_eval.csv",
+        f"{R}/dko/synthesis_study.csv",
+        f"{R}/dko/operating_point.csv",
+        f"{R}/layout/summary.csv",
+        f"{R}/tolerances.csv",
+
+
 # ---------------------------------------------------------------- optics inputs
 # The meta-atom library (RCWA, ~10 min on one core) is committed; rebuild it
 # explicitly with `snakemake --cores 1 metaatom_library --forcerun metaatom_library`.

@@ -50,3 +50,13 @@ def test_lr_is_selected_on_the_first_seed_and_reused():
     assert "calibration_2.csv" in commands and "stage1_2.csv" not in commands
     assert f"--lr-from {eb}/dko_fast_0.csv" in commands["dko_reference_1.csv"]
     assert f"--lr-from {eb}/e2e_scratch_fast_0.csv" in commands["e2e_scratch_fast_2.csv"]
+
+
+def test_main_chain_target_leaves_out_the_equal_budget_study():
+    exe = shutil.which("snakemake") or "snakemake"
+    result = subprocess.run([exe, "main_chain", "-n", "--forceall", "--cores", "4", "--config", "profile=default"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rules = {line.split()[-1].rstrip(":") for line in result.stdout.splitlines() if line.startswith(("rule ", "localrule "))}
+    assert {"stage1", "dko", "e2e", "physical_eval", "tolerances"} <= rules
+    assert not {r for r in rules if r.startswith("eb_") or r.startswith("notebook")}
