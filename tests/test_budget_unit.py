@@ -128,3 +128,58 @@ def test_constant_rate_run_resumes_with_another_step_cap(tmp_path):
     run(tmp_path / "c", 6, decay=0.5)  # a decay step depends on the length: another length is another run
     with pytest.raises(ValueError, match="was written for steps=6"):
         run(tmp_path / "c", 10, decay=0.5)
+
+
+def test_checkpoint_refuses_another_schedule_or_a_shorter_run(tmp_path):
+    def run(folder, steps, decay=None, **kw):
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 1, 1)
+        return train_loop(model, [{"params": list(model.parameters()), "lr": 1e-2}], _Toy(), steps=steps,
+                          batch_size=2, seed=0, log_csv=folder / "log.csv", ckpt=folder / "ckpt.pt", loss_fn=_loss,
+                          progress=False, lr_decay_at=decay, **kw)
+
+    run(tmp_path / "a", 8, decay=0.5)  # decays at step 4
+    with pytest.raises(ValueError, match="lr decay at step 4"):
+        run(tmp_path / "a", 8)  # same length, constant rate: another schedule
+    run(tmp_path / "b", 8)
+    with pytest.raises(ValueError, match="at step 8"):
+        run(tmp_path / "b", 6)  # the checkpoint lies past this run's end
+    with pytest.raises(ValueError, match="plateau rule"):
+        run(tmp_path / "b", 10, eval_fn=lambda m: {"abs_rel": 1.0}, eval_every=2, plateau_patience=2)
+    # a checkpoint from before the schedule was recorded: only the same length resumes
+    state = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    del state["decay_step"], state["plateau"]
+    torch.save(state, tmp_path / "b" / "ckpt.pt")
+    with pytest.raises(ValueError, match="was written for steps=8"):
+        run(tmp_path / "b", 10)
+    assert int(run(tmp_path / "b", 8)["step"].max()) == 8
+
+
+def test_plateau_decision_ignores_an_evaluation_made_at_a_budget_stop(tmp_path):
+    """A run stopped by its budget between two scheduled evaluations evaluates once more at its end;
+    resumed, it must decide on the scheduled evaluations only, as an uninterrupted run does."""
+    from dkolib.dko.budget import BudgetMeter
+
+    def run(folder, steps=20, max_flops=None, values=None):
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 1, 1)
+        meter = BudgetMeter()
+
+        def eval_fn(m):  # the validation value scripted per step (the step read off the FLOP meter)
+            return {"abs_rel": values[round(meter.flops / per_step)]}
+
+        return train_loop(model, [{"params": list(model.parameters()), "lr": 1e-2}], _Toy(), steps=steps,
+                          batch_size=2, seed=0, log_csv=folder / "log.csv", ckpt=folder / "ckpt.pt", loss_fn=_loss,
+                          progress=False, lr_decay_at=None, eval_fn=eval_fn if values else None, eval_every=5,
+                          plateau_patience=1, plateau_tol=0.01, max_flops=max_flops, budget=meter)
+
+    per_step = float(run(tmp_path / "probe", steps=1)["flops"].iloc[-1])
+    # scheduled evaluations at 5, 10, 15, 20; the budget stop at 7 evaluates too, with a value that
+    # would make 10 look like no improvement (a plateau) if it counted
+    values = {5: 1.0, 7: 0.5, 10: 0.5, 15: 0.2, 20: 0.199}
+    whole = run(tmp_path / "a", values=values)
+    assert whole.attrs["stop_reason"] == "plateau" and int(whole["step"].max()) == 20
+    first = run(tmp_path / "b", max_flops=6.5 * per_step, values=values)
+    assert int(first["step"].max()) == 7 and first["val_abs_rel"].iloc[-1] == 0.5
+    resumed = run(tmp_path / "b", values=values)
+    assert resumed.attrs["stop_reason"] == "plateau" and int(resumed["step"].max()) == 20

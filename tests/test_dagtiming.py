@@ -102,6 +102,10 @@ def test_killed_run_resumed_counts_its_segments(tmp_path):
     stale = results / "old.csv"  # written long before this run: not its activity
     stale.write_text("x")
     os.utime(stale, (T0 - 5000, T0 - 5000))
+    merged = results / "dko" / "summary.csv"  # a committed file a checkout rewrote the next morning
+    merged.parent.mkdir()
+    merged.write_text("x")
+    os.utime(merged, (T0 + 80_000, T0 + 80_000))
     dagtiming.record_run(folder, "start", now=T0 + 90_000)  # the next day
     _bench(folder, "eb_method.e2e_scratch_fast_0.tsv", "300.0000", "1.00", "290.00", T0 + 90_300)
     dagtiming.record_run(folder, "success", now=T0 + 90_320)
@@ -171,5 +175,6 @@ def test_e2e_ladder_sentence_from_a_hand_table():
     text = e2e_ladder_text(pd.DataFrame(rows), run_wall_s=7200.0)
     # per seed 50, 60, 55 min at 4x: median 55 min, 9900 s = 2.75 h, 4950 s = 82.5 min on 2 cores
     assert "to 4x C_ref" in text and "55 min per seed" in text and "2.75 h for 3 seeds" in text
-    assert "82.5 min of the run's 120 min on 2 cores (69 %)" in text
+    assert "82.5 min of the run's 120 min on 2 cores (69 %)" in text and text.startswith("Most of that is E2E")
+    assert e2e_ladder_text(pd.DataFrame(rows), run_wall_s=72000.0).startswith("E2E's share")
     assert e2e_ladder_text(pd.DataFrame(rows[-1:]), 7200.0) == "" and e2e_ladder_text(None, 1.0) == ""

@@ -79,6 +79,49 @@ def test_snapshot_at_flop_budget_equals_truncated_run(tmp_path):
     assert any(not torch.equal(v, snap_a[k]) for k, v in snap_b.items() if v.is_floating_point())
 
 
+def test_run_ending_at_its_cap_gives_unreached_budgets_its_last_state(tmp_path):
+    """final_at_cap: budgets past the last step read the step-cap state, also after a kill and resume,
+    and a folder whose snapshots lie past the cap (a run that went on longer) starts over."""
+    cfg = load_config("smoke")
+    data = _toy_dataset()
+    loss = make_depth_loss()
+    model = _net(cfg)
+    probe = train_loop(model, [{"params": list(model.parameters()), "lr": 1e-3}], data, steps=1, batch_size=2,
+                       seed=3, log_csv=tmp_path / "p" / "log.csv", ckpt=tmp_path / "p" / "ckpt.pt", loss_fn=loss,
+                       lr_decay_at=None, progress=False, budget=BudgetMeter())
+    per = float(probe["flops"].iloc[-1])
+    targets = [protocol.Target("a", "flops", 1.5 * per), protocol.Target("far", "flops", 40 * per),
+               protocol.Target("farther", "flops", 80 * per)]
+
+    def run(work, cap, targets=targets, checkpoint_every=0):
+        m = _net(cfg)
+        man = snapshots.train_with_snapshots(m, lambda: [{"params": list(m.parameters()), "lr": 1e-3}], data,
+                                             targets=targets, work=work, seed=3, batch_size=2, steps_cap=cap,
+                                             loss_fn=loss, weight_decay=1e-4, progress=False, final_at_cap=True,
+                                             checkpoint_every=checkpoint_every)
+        return man, {k: snapshots.load_snapshot(work, e)["state_dict"] for k, e in man.items()}
+
+    man, snaps = run(tmp_path / "whole", 5)
+    assert (man["a"]["step"], man["far"]["step"], man["farther"]["step"]) == (2, 5, 5)
+    # killed after the first snapshot (only "a" is in the manifest), resumed: the same states
+    man_k, _ = run(tmp_path / "killed", 5, targets=targets[:1], checkpoint_every=1)
+    man_r, snaps_r = run(tmp_path / "killed", 5)
+    assert {k: e["step"] for k, e in man_r.items()} == {k: e["step"] for k, e in man.items()}
+    for k in snaps:
+        assert all(torch.equal(v, snaps_r[k][n]) for n, v in snaps[k].items())
+    # a folder trained on to 8 steps, then asked for a run that ends at 5
+    run(tmp_path / "longer", 8)
+    with pytest.warns(RuntimeWarning, match="past this run's last step"):
+        man_l, snaps_l = run(tmp_path / "longer", 5)
+    assert man_l["far"]["step"] == 5
+    assert all(torch.equal(v, snaps_l["far"][n]) for n, v in snaps["far"].items())
+    with pytest.raises(protocol.BudgetProtocolError, match="step cap"):  # without final_at_cap: an error
+        m = _net(cfg)
+        snapshots.train_with_snapshots(m, lambda: [{"params": list(m.parameters()), "lr": 1e-3}], data,
+                                       targets=targets, work=tmp_path / "strict", seed=3, batch_size=2, steps_cap=5,
+                                       loss_fn=loss, weight_decay=1e-4, progress=False)
+
+
 def test_snapshot_runner_resumes_without_retraining(tmp_path):
     cfg = load_config("smoke")
     data = _toy_dataset()

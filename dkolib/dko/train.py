@@ -266,13 +266,21 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     stop_reason = "steps"
     if ckpt.exists():
         state = load_torch(ckpt, map_location="cpu")
-        # with a constant rate ``steps`` only caps the run, so a resumed run may change it
-        schedule_differs = state["steps"] != steps and (decay_step is not None
-                                                        or state.get("decay_step", -1) is not None)
-        if schedule_differs or state["batch_size"] != batch_size or state["seed"] != seed:
-            raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']}, "
-                             f"batch_size={state['batch_size']}, seed={state['seed']}; this run asks for "
-                             f"steps={steps}, batch_size={batch_size}, seed={seed} (delete it to restart)")
+        # the schedule is the decay step: at a constant rate ``steps`` only caps the run, so a
+        # resumed run may change it (older checkpoints do not record it: their length must match)
+        if "decay_step" in state:
+            schedule_differs = state["decay_step"] != decay_step
+        else:
+            schedule_differs = state["steps"] != steps
+        plateau = {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
+                   "eval_every": eval_every}
+        if (schedule_differs or state["batch_size"] != batch_size or state["seed"] != seed
+                or int(state["step"]) > steps or state.get("plateau", plateau) != plateau):
+            raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']} (at step {state['step']}, "
+                             f"lr decay at step {state.get('decay_step', '?')}), batch_size={state['batch_size']}, "
+                             f"seed={state['seed']}, plateau rule {state.get('plateau', '?')}; this run asks for "
+                             f"steps={steps} (lr decay at step {decay_step}), batch_size={batch_size}, seed={seed}, "
+                             f"plateau rule {plateau} (delete it to restart)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -296,7 +304,9 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                     "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                     "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
                     "step": step, "steps": steps, "decay_step": decay_step, "batch_size": batch_size,
-                    "seed": seed, "stop_reason": stop_reason}, ckpt)
+                    "seed": seed, "stop_reason": stop_reason,
+                    "plateau": {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
+                                "eval_every": eval_every}}, ckpt)
         write_csv(pd.DataFrame(history), log_csv)
 
     def run_eval(step: int) -> None:
@@ -345,8 +355,10 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if eval_every and step % eval_every == 0:
                 run_eval(step)
-                if plateau_patience and plateau_reached(metric_trace(history, plateau_metric),
-                                                        plateau_patience, plateau_tol):
+                # only the scheduled evaluations: a run that ended between them evaluated once
+                # more at its end, which a run going on past that step never did
+                trace = metric_trace([h for h in history if h["step"] % eval_every == 0], plateau_metric)
+                if plateau_patience and plateau_reached(trace, plateau_patience, plateau_tol):
                     stop_reason = "plateau"
                     break
             if checkpoint_every and step % checkpoint_every == 0 and step < steps:

@@ -5,22 +5,23 @@ Every rule that does work declares ``benchmark: results/<profile>/benchmarks/<ru
 TSV when the job ends: a header line and one row with ``s`` (the job's wall seconds), ``cpu_time``
 (CPU seconds of the job's processes), ``max_rss`` (peak resident memory, MB), ... (``NA`` where
 Snakemake could not sample the process). The Snakefile's ``onstart``/``onsuccess``/``onerror``
-handlers call :func:`record_run`, which keeps the run's start and end (Unix seconds) in
-``run.json`` beside them (:data:`RUN_RECORD`).
+handlers call :func:`record_run`, which keeps the run's segments (start and end, Unix seconds)
+in ``run.json`` beside them (:data:`RUN_RECORD`).
 
 A long run may be stopped (killed, or ended by a failed job) and started again: Snakemake
 then keeps every finished job and the equal-budget jobs resume from their checkpoints. Such a
 run is one run in several *segments*: a start after an unfinished one (status ``running`` or
 ``error``) opens a new segment instead of a new record, and the run's wall time is the sum of
 the segments, the time between them left out. A killed segment wrote no end; it is taken as
-the last time anything under the profile's results folder was written (work lost after the
-last checkpoint is redone, and counted, in the next segment). A resumed job's benchmark file
+the last time the run's own state under the profile's results folder was written
+(:func:`last_write`; work lost after the last checkpoint is redone, and counted, in the next
+segment). A resumed job's benchmark file
 times only its last segment, so per-job sums undercount such jobs; the total does not.
 
 :func:`read_benchmarks` gathers the jobs of the recorded run: the TSVs written between its start
 and end (a job not rerun keeps the TSV of an earlier run, older than the start, and is left out).
 :func:`summarize` gives per rule ``n_jobs, job_s_sum, job_s_max, cpu_s_sum, max_rss_mb`` and a
-``TOTAL`` row whose ``wall_s`` is the run's end minus its start.
+``TOTAL`` row whose ``wall_s`` is the run's wall time (its segments' summed length).
 """
 
 from __future__ import annotations
@@ -82,11 +83,22 @@ def record_run(folder: str | Path, event: str, now: float | None = None) -> dict
     return record
 
 
+def _run_state(path: Path) -> bool:
+    """Whether ``path`` is a running pipeline's own state, which git never touches: benchmark
+    files, checkpoints and snapshots (``*.pt``), job work folders (``*.work``) and the stage-1
+    snapshot runs of the equal-budget study (``stage1_<seed>/lr_*``)."""
+    parts = path.parts
+    return (path.suffix in (".pt", ".tsv") or any(p.endswith(".work") for p in parts)
+            or any(p.startswith("lr_") for p in parts[:-1]))
+
+
 def last_write(root: str | Path, since: float, until: float) -> float:
-    """Latest modification time in ``[since, until]`` of any file under ``root`` (``since`` if none)."""
+    """Latest modification time in ``[since, until]`` of the run state under ``root`` (see
+    :func:`_run_state`; ``since`` if none). Committed files are left out: a checkout or merge
+    between two segments would otherwise stretch the first one."""
     latest = float(since)
     for f in Path(root).rglob("*"):
-        if f.name == RUN_RECORD or not f.is_file():
+        if f.name == RUN_RECORD or not f.is_file() or not _run_state(f.relative_to(root)):
             continue
         m = f.stat().st_mtime
         if since <= m <= until and m > latest:
@@ -151,7 +163,7 @@ def read_benchmarks(folder: str | Path, run: dict | None = None) -> pd.DataFrame
 
 def summarize(jobs: pd.DataFrame, wall_s: float) -> pd.DataFrame:
     """Per rule: jobs, summed and longest job seconds, summed CPU seconds, peak RSS (MB); plus a
-    ``TOTAL`` row over all jobs whose ``wall_s`` is the run's wall time (``end - start``).
+    ``TOTAL`` row over all jobs whose ``wall_s`` is the run's wall time (:func:`run_wall_s`).
 
     Values Snakemake could not sample (NaN) are left out of the sums and maxima.
     """

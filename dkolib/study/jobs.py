@@ -1,4 +1,4 @@
-"""The jobs of the equal-budget experiment: ``stage1`` per seed, one job per (method, engine, seed).
+"""The jobs of the equal-budget experiment: ``calibrate`` and ``stage1`` per seed, one job per (method, engine, seed).
 
 :func:`run_job` dispatches a job given its :class:`JobContext` (configuration, settings,
 seed, data cache, the shared stage-1 folder and the job's own work folder). Each method job
@@ -200,7 +200,7 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
         model = hybrid_from_dko(net, array, gain, cfg.optics, "crop", engine)
         cost = _add(entry, c2)
         if finetune:
-            ft_dir = work / f"ft_{tag}"
+            ft_dir = work / f"ft_{tag}_n{steps}"  # one fine-tune per stage-2 design
             done = ft_dir / "model.pt"
             if done.exists():
                 obj = load_torch(done, map_location="cpu")
@@ -325,7 +325,8 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
 SEARCH_KEYS = ("lr_grid", "lr_search", "lr_tie_rel")
 """Budget settings that decide which learning-rate multipliers are tried and which one is chosen.
 No run's state depends on them (each multiplier's run has its own subfolder, named after it), so
-they are not part of a job's stamp: widening the grid keeps every run already made."""
+they are not part of a job's stamp: widening the grid keeps the runs of an unfinished job (a
+finished job has deleted its snapshots, so a rerun retrains them)."""
 
 
 def _without_search_keys(stamp: dict) -> dict:
@@ -344,7 +345,7 @@ def job_stamp(method: str, ctx: JobContext, engine: str | None) -> dict:
 
 
 def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataFrame:
-    """Dispatch one job of the experiment (``stage1`` or one of :data:`~dkolib.study.protocol.METHODS`)."""
+    """Dispatch one job of the experiment (``calibrate``, ``stage1`` or one of :data:`~dkolib.study.protocol.METHODS`)."""
     if method not in JOBS:
         raise ValueError(f"method must be one of {JOBS}, got {method!r}")
     if method not in SEED_JOBS and engine not in ("fast", "reference"):

@@ -2,8 +2,10 @@
 
 papermill stamps every executed notebook with the time it ran: the notebook's and each cell's
 ``metadata.papermill`` ``start_time`` / ``end_time`` / ``duration``, and each cell's
-``metadata.execution`` (kernel message timestamps). :func:`strip_run_times` removes exactly
-these and keeps everything else (outputs, tags, each cell's ``status`` and ``exception``).
+``metadata.execution`` (kernel message timestamps); and the cell it injects with the
+parameters gets a new random ``id`` every time. :func:`strip_run_times` removes the times,
+gives that cell a fixed id and keeps everything else (outputs, tags, each cell's ``status``
+and ``exception``).
 
     python -m dkolib.study.nbclean results/default/notebooks/05_equal_budget.ipynb
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 
 VOLATILE_KEYS = ("start_time", "end_time", "duration")
 """Keys of ``metadata.papermill`` (notebook and cells) that hold when the notebook ran."""
+INJECTED_TAG = "injected-parameters"
+"""papermill's tag (and here the id) of the cell it adds with the run's parameters."""
 
 
 def strip_run_times(path: str | Path) -> bool:
@@ -32,6 +36,10 @@ def strip_run_times(path: str | Path) -> bool:
                 changed = True
         if "execution" in meta and meta is not nb.metadata:
             del meta["execution"]
+            changed = True
+    for cell in nb.cells:
+        if INJECTED_TAG in cell.metadata.get("tags", []) and cell.get("id") != INJECTED_TAG:
+            cell["id"] = INJECTED_TAG
             changed = True
     if changed:
         nbformat.write(nb, path)

@@ -30,9 +30,10 @@ Budgets
   trained to the validation plateau (``N1`` steps, ``stage1.plateau_patience``) plus its
   stage 2 to the stopping rule (``N2`` steps, ``dko.stop_window``), read from
   ``results/<profile>/{stage1/log.csv, dko/summary.csv}`` (:func:`main_chain_steps`; explicit
-  ``budget.stage1_steps`` / ``budget.dko_steps`` override them). So the 1x DKO point of seed
-  ``cfg.seed`` is the main chain's design, and the ladder's multiples are multiples of a trained
-  network. It is calibrated at the start of the per-seed ``stage1`` job by timing a few steps
+  ``budget.stage1_steps`` / ``budget.dko_steps`` override them). The first seed's stage 1 is
+  the main chain's (the same run, bit for bit), so its 1x DKO point is the main chain's design
+  where DKO's search keeps the base rate, and the ladder's multiples are multiples of a trained
+  network. It is calibrated by the per-seed ``calibrate`` job, which times a few steps
   of each component on this machine with this job's thread count (median wall seconds per step;
   FLOPs are exact: network steps counted by ``FlopCounterMode`` through
   :func:`dkolib.dko.train.train_loop`, PSF simulations analytically). The ladder is
@@ -335,7 +336,8 @@ def evals_for(fraction: float, settings: Settings) -> tuple:
 def pick_lr_mult(search: list[dict], tie_rel: float = 0.0, base: float = 1.0) -> float:
     """The multiplier with the lowest validation AbsRel, unless it beats ``base``'s by no more
     than ``tie_rel`` (relative): then ``base``, so that noise never decides a committed result.
-    ``search``: ``[{"lr_mult", "val_abs_rel"}, ...]``; exact ties go to the smaller multiplier."""
+    ``search``: ``[{"lr_mult", "val_abs_rel"}, ...]``; exact ties between non-base multipliers go to the smaller one; without ``base`` in ``search``
+    the best multiplier is taken as it is."""
     t = pd.DataFrame(search).sort_values(["val_abs_rel", "lr_mult"])
     best = float(t.iloc[0]["lr_mult"])
     at_base = t[t["lr_mult"] == base]

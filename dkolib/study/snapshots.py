@@ -69,11 +69,14 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
     work.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(work)
     missing = sorted(k for k, e in manifest.items() if not (work / e["file"]).exists())
-    if missing and (stop_after is None or stop_after in missing):
+    past_cap = sorted(k for k, e in manifest.items() if final_at_cap and int(e["step"]) > steps_cap)
+    if past_cap or (missing and (stop_after is None or stop_after in missing)):
         # the folder's state cannot be resumed (snapshots deleted, or a manifest copied without
-        # them): the checkpoint may lie past the missing points, so the run starts over
-        warnings.warn(f"{work}: snapshots {missing} listed in {_manifest_path(work).name} are missing; "
-                      f"restarting this run from scratch", RuntimeWarning, stacklevel=2)
+        # them: the checkpoint may lie past the missing points), or it belongs to a run that went
+        # on past this run's end: the run starts over
+        why = (f"snapshots {missing} listed in {_manifest_path(work).name} are missing" if not past_cap else
+               f"snapshots {past_cap} lie past this run's last step ({steps_cap})")
+        warnings.warn(f"{work}: {why}; restarting this run from scratch", RuntimeWarning, stacklevel=2)
         for f in [_manifest_path(work), work / "ckpt.pt", work / "log.csv", *work.glob("snap_*.pt")]:
             f.unlink(missing_ok=True)
         manifest = {}
