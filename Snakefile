@@ -7,8 +7,9 @@
 # Timed jobs (anything whose wall-clock time is a result) declare the CPU
 # threads they use as the resource `cpu_slots`; profiles/default caps the sum
 # at the machine's cores, so a timed job never shares a core with another job.
-# The main chain (stage 1 -> DKO / E2E -> evaluation) has priority, so that it
-# runs beside the equal-budget jobs instead of after them.
+# Priorities follow the critical path: the equal-budget study's calibration and its
+# E2E-from-scratch runs first (20; they need the main chain's stage 1 and stage 2),
+# then the main chain (stage 1 -> DKO / E2E -> evaluation, 10), then the rest.
 #
 # Every rule that does work has a `benchmark:` file, results/<profile>/benchmarks/
 # <rule>[.<wildcards>].tsv (wall s, CPU s, peak memory of the job); the onstart /
@@ -77,6 +78,17 @@ rule all:
         "results/benchmarks/psf_engines.csv",
         "results/benchmarks/training_throughput.csv",
         f"{R}/readme_results.md",
+
+
+# Everything but the equal-budget study, the run's longest part: stage 1, DKO, its fine-tunes,
+# E2E, the physical evaluation, the stage-2 studies, the tolerance study and the layout.
+rule main_chain:
+    input:
+        f"{R}/physical_eval.csv",
+        f"{R}/dko/synthesis_study.csv",
+        f"{R}/dko/operating_point.csv",
+        f"{R}/layout/summary.csv",
+        f"{R}/tolerances.csv",
 
 
 # ---------------------------------------------------------------- optics inputs
@@ -402,7 +414,8 @@ rule notebook_02:
     benchmark:
         f"{BENCH}/notebook_02.tsv"
     shell:
-        f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+        f"papermill {{input.nb}} {{output.nb}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar "
+        f"&& python -m dkolib.study.nbclean {{output.nb}}"
 
 
 rule notebook:
@@ -417,7 +430,8 @@ rule notebook:
     benchmark:
         f"{BENCH}/notebook.{{nb}}.tsv"
     shell:
-        f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar"
+        f"papermill {{input.nb}} {{output}} -p profile {PROFILE} -k python3 --cwd notebooks --no-progress-bar "
+        f"&& python -m dkolib.study.nbclean {{output}}"
 
 
 rule readme_results:

@@ -100,6 +100,11 @@ class TrainConfig:
     weight_decay: float = field(default=1e-4, metadata=_range(0.0, 10.0))
     eval_every: int = field(default=250, metadata=_range(1, 10_000_000))
     checkpoint_every: int = field(default=250, metadata=_range(1, 10_000_000))
+    plateau_patience: int = field(default=0, metadata=_range(0, 10_000))
+    """Stage 1's stopping rule: stop once validation AbsRel improved by less than ``plateau_tol``
+    (relative) over the last ``plateau_patience`` evaluations (every ``eval_every`` steps);
+    0 = always run ``steps``, which is otherwise the cap."""
+    plateau_tol: float = field(default=0.01, metadata=_range(0.0, 0.99))
 
 
 @dataclass(frozen=True)
@@ -136,23 +141,31 @@ class BudgetConfig:
     ladder_fractions: tuple = (0.25, 0.5, 1.0, 2.0)
     """Budgets as multiples of DKO's full cost (stage 1 + stage 2)."""
     seeds: tuple = (0, 1, 2)
+    methods: tuple = ("electronic", "dko", "dko_ft", "e2e_scratch", "e2e_warm")
+    """Methods compared (``dkolib.study.protocol.METHODS``; electronic, dko and e2e_scratch required)."""
     engines: tuple = ("fast", "reference")
     lr_grid: tuple = (0.5, 1.0, 2.0)
     """Learning-rate multipliers searched identically for every method."""
     lr_search: str = field(default="first_seed", metadata=_range(choices=("first_seed", "every_seed")))
     """Where the multiplier is selected: on the first seed with the fast engine, then reused by the
     other seeds and the reference engine (``first_seed``), or by every job for itself (``every_seed``)."""
-    stage1_steps: int = field(default=150, metadata=_range(1, 10_000_000))
-    """Stage-1 steps of the reference DKO run that defines the budget unit C_ref."""
-    dko_steps: int = field(default=30, metadata=_range(1, 10_000_000))
-    """Stage-2 steps of every DKO run in the experiment."""
+    stage1_steps: int = field(default=0, metadata=_range(0, 10_000_000))
+    """Stage-1 steps of the reference DKO run that defines the budget unit C_ref; 0 = the main
+    chain's stage 1 (the step its plateau rule stopped at, ``results/<profile>/stage1/log.csv``)."""
+    dko_steps: int = field(default=0, metadata=_range(0, 10_000_000))
+    """Stage-2 steps of the reference DKO run; 0 = the main chain's stage 2 (its stopping rule's
+    count, ``results/<profile>/dko/summary.csv``). Every DKO run of the experiment then stops by
+    the same rule (``dko.stop_window``), capped by ``dko.steps`` and by what its budget has left."""
     finetune_steps: int = field(default=30, metadata=_range(0, 10_000_000))
     eval_items: int = field(default=0, metadata=_range(0, 10_000_000))
     """Test (and validation) images per evaluation; 0 = the whole split."""
     axes: tuple = ("wall", "flops")
     """Budget axes on which designs are snapshotted (wall-clock seconds, FLOPs)."""
     noise_eval: bool = False
-    """Also evaluate with sensor noise at the largest budget."""
+    """Also evaluate every design with sensor noise (``full_psf_noise``), at every budget."""
+    lr_tie_rel: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    """Learning-rate selection keeps the base multiplier (1) unless another beats its validation
+    AbsRel by more than this fraction (seed noise), so that a tie never decides a result."""
     calib_steps: int = field(default=3, metadata=_range(1, 100))
     """Steps timed per component to calibrate C_ref."""
 

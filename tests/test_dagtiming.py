@@ -75,12 +75,47 @@ def test_run_record(tmp_path):
     dagtiming.record_run(tmp_path, "error", now=T0 + 5)
     with pytest.raises(DataError, match="'error'"):
         dagtiming.read_run(tmp_path)
-    dagtiming.record_run(tmp_path, "start", now=T0 + 10)  # a new run starts a new record
+    dagtiming.record_run(tmp_path, "start", now=T0 + 10)  # the failed run goes on: a second segment
     dagtiming.record_run(tmp_path, "success", now=T0 + 70)
     rec = json.loads((tmp_path / dagtiming.RUN_RECORD).read_text())
-    assert rec["start"] == T0 + 10 and rec["end"] == T0 + 70 and rec["status"] == "success"
+    assert rec["start"] == T0 and rec["end"] == T0 + 70 and rec["status"] == "success"
+    assert rec["wall_s"] == 5 + 60 and len(rec["segments"]) == 2
+    dagtiming.record_run(tmp_path, "start", now=T0 + 100)  # after a finished run: a new record
+    dagtiming.record_run(tmp_path, "success", now=T0 + 130)
+    rec = json.loads((tmp_path / dagtiming.RUN_RECORD).read_text())
+    assert rec["start"] == T0 + 100 and rec["wall_s"] == 30 and len(rec["segments"]) == 1
     with pytest.raises(ValueError, match="event"):
         dagtiming.record_run(tmp_path, "finished")
+
+
+def test_killed_run_resumed_counts_its_segments(tmp_path):
+    """A run killed (no end written) and started again: wall = first start to last write + the second segment."""
+    results = tmp_path / "results"
+    folder = results / "benchmarks"
+    folder.mkdir(parents=True)
+    dagtiming.record_run(folder, "start", now=T0)
+    _bench(folder, "data.tsv", "60.0000", "1.00", "50.00", T0 + 60)
+    ckpt = results / "equal_budget" / "e2e.work" / "ckpt.pt"  # the killed job's last checkpoint
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    os.utime(ckpt, (T0 + 400, T0 + 400))
+    stale = results / "old.csv"  # written long before this run: not its activity
+    stale.write_text("x")
+    os.utime(stale, (T0 - 5000, T0 - 5000))
+    merged = results / "dko" / "summary.csv"  # a committed file a checkout rewrote the next morning
+    merged.parent.mkdir()
+    merged.write_text("x")
+    os.utime(merged, (T0 + 80_000, T0 + 80_000))
+    dagtiming.record_run(folder, "start", now=T0 + 90_000)  # the next day
+    _bench(folder, "eb_method.e2e_scratch_fast_0.tsv", "300.0000", "1.00", "290.00", T0 + 90_300)
+    dagtiming.record_run(folder, "success", now=T0 + 90_320)
+    jobs, summary = dagtiming.dag_timing(folder)
+    total = summary.set_index("rule").loc["TOTAL"]
+    assert total["wall_s"] == 400 + 320 and total["segments"] == 2
+    assert list(jobs["rule"]) == ["data", "eb_method"]
+    paths = ProfilePaths("default", tmp_path / "p")
+    write_csv(summary, paths.results / "dag_timing.csv")
+    assert "12 min wall clock in 2 starts" in dag_section(paths)
 
 
 def test_missing_record_or_jobs_is_an_error(tmp_path):
@@ -124,3 +159,22 @@ def test_every_working_rule_has_a_benchmark_named_after_it():
         m = re.search(r'\n    benchmark:\n        f"\{BENCH\}/([^"]+)"', body)
         assert m, f"rule {name} has no benchmark under BENCH"
         assert dagtiming.parse_name(m.group(1).replace("{{", "{").replace("}}", "}"))[0] == name
+
+
+def test_e2e_ladder_sentence_from_a_hand_table():
+    from dkolib.study.readme_results import e2e_ladder_text
+
+    rows = []
+    for seed, spent in ((0, 3000.0), (1, 3600.0), (2, 3300.0)):
+        for frac, share in ((1.0, 0.25), (4.0, 1.0)):
+            for ev in ("crop", "full_psf"):
+                rows.append({"method": "e2e_scratch", "engine": "fast", "eval": ev, "budget_axis": "flops",
+                             "seed": seed, "budget_fraction": frac, "spent_s": spent * share})
+    rows.append({"method": "dko", "engine": "fast", "eval": "crop", "budget_axis": "flops", "seed": 0,
+                 "budget_fraction": 4.0, "spent_s": 99999.0})
+    text = e2e_ladder_text(pd.DataFrame(rows), run_wall_s=7200.0)
+    # per seed 50, 60, 55 min at 4x: median 55 min, 9900 s = 2.75 h, 4950 s = 82.5 min on 2 cores
+    assert "to 4x C_ref" in text and "55 min per seed" in text and "2.75 h for 3 seeds" in text
+    assert "82.5 min of the run's 120 min on 2 cores (69 %)" in text and text.startswith("Most of that is E2E")
+    assert e2e_ladder_text(pd.DataFrame(rows), run_wall_s=72000.0).startswith("E2E's share")
+    assert e2e_ladder_text(pd.DataFrame(rows[-1:]), 7200.0) == "" and e2e_ladder_text(None, 1.0) == ""

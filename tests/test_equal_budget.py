@@ -3,6 +3,8 @@
 Covers dkolib.study.protocol, snapshots, jobs, stats and figures.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,6 +79,49 @@ def test_snapshot_at_flop_budget_equals_truncated_run(tmp_path):
     assert any(not torch.equal(v, snap_a[k]) for k, v in snap_b.items() if v.is_floating_point())
 
 
+def test_run_ending_at_its_cap_gives_unreached_budgets_its_last_state(tmp_path):
+    """final_at_cap: budgets past the last step read the step-cap state, also after a kill and resume,
+    and a folder whose snapshots lie past the cap (a run that went on longer) starts over."""
+    cfg = load_config("smoke")
+    data = _toy_dataset()
+    loss = make_depth_loss()
+    model = _net(cfg)
+    probe = train_loop(model, [{"params": list(model.parameters()), "lr": 1e-3}], data, steps=1, batch_size=2,
+                       seed=3, log_csv=tmp_path / "p" / "log.csv", ckpt=tmp_path / "p" / "ckpt.pt", loss_fn=loss,
+                       lr_decay_at=None, progress=False, budget=BudgetMeter())
+    per = float(probe["flops"].iloc[-1])
+    targets = [protocol.Target("a", "flops", 1.5 * per), protocol.Target("far", "flops", 40 * per),
+               protocol.Target("farther", "flops", 80 * per)]
+
+    def run(work, cap, targets=targets, checkpoint_every=0):
+        m = _net(cfg)
+        man = snapshots.train_with_snapshots(m, lambda: [{"params": list(m.parameters()), "lr": 1e-3}], data,
+                                             targets=targets, work=work, seed=3, batch_size=2, steps_cap=cap,
+                                             loss_fn=loss, weight_decay=1e-4, progress=False, final_at_cap=True,
+                                             checkpoint_every=checkpoint_every)
+        return man, {k: snapshots.load_snapshot(work, e)["state_dict"] for k, e in man.items()}
+
+    man, snaps = run(tmp_path / "whole", 5)
+    assert (man["a"]["step"], man["far"]["step"], man["farther"]["step"]) == (2, 5, 5)
+    # killed after the first snapshot (only "a" is in the manifest), resumed: the same states
+    man_k, _ = run(tmp_path / "killed", 5, targets=targets[:1], checkpoint_every=1)
+    man_r, snaps_r = run(tmp_path / "killed", 5)
+    assert {k: e["step"] for k, e in man_r.items()} == {k: e["step"] for k, e in man.items()}
+    for k in snaps:
+        assert all(torch.equal(v, snaps_r[k][n]) for n, v in snaps[k].items())
+    # a folder trained on to 8 steps, then asked for a run that ends at 5
+    run(tmp_path / "longer", 8)
+    with pytest.warns(RuntimeWarning, match="past this run's last step"):
+        man_l, snaps_l = run(tmp_path / "longer", 5)
+    assert man_l["far"]["step"] == 5
+    assert all(torch.equal(v, snaps_l["far"][n]) for n, v in snaps["far"].items())
+    with pytest.raises(protocol.BudgetProtocolError, match="step cap"):  # without final_at_cap: an error
+        m = _net(cfg)
+        snapshots.train_with_snapshots(m, lambda: [{"params": list(m.parameters()), "lr": 1e-3}], data,
+                                       targets=targets, work=tmp_path / "strict", seed=3, batch_size=2, steps_cap=5,
+                                       loss_fn=loss, weight_decay=1e-4, progress=False)
+
+
 def test_snapshot_runner_resumes_without_retraining(tmp_path):
     cfg = load_config("smoke")
     data = _toy_dataset()
@@ -130,6 +175,30 @@ def test_claim_folder_keeps_own_state_and_empties_foreign_state(tmp_path):
     with pytest.warns(RuntimeWarning, match="no job stamp"):
         snapshots.claim_folder(folder, stamp)
     assert not (folder / "calibration.json").exists()
+
+
+def test_widening_the_lr_grid_keeps_the_runs_already_made(tmp_path):
+    """The multipliers tried are not part of a run's state: a folder stamped under a narrower grid is kept."""
+    from dkolib.study.jobs import SEARCH_KEYS, _without_search_keys
+
+    folder = tmp_path / "job"
+    old = {"method": "e2e_scratch", "seed": 0, "lr_mult": None,
+           "settings": {"lr_grid": [0.5, 1.0, 2.0], "lr_tie_rel": 0.05, "fractions": [1.0]},
+           "config": {"budget": {"lr_grid": [0.5, 1.0, 2.0], "lr_search": "first_seed", "seeds": [0]}}}
+    folder.mkdir()
+    (folder / snapshots.JOB_STAMP).write_text(json.dumps(old))  # as an earlier version of the job wrote it
+    (folder / "lr_0.5").mkdir()
+    wider = json.loads(json.dumps(old))
+    wider["settings"]["lr_grid"] = wider["config"]["budget"]["lr_grid"] = [0.25, 0.5, 1.0, 2.0]
+    new = _without_search_keys(wider)
+    assert not set(SEARCH_KEYS) & (set(new["settings"]) | set(new["config"]["budget"]))
+    snapshots.claim_folder(folder, new, normalize=_without_search_keys)
+    assert (folder / "lr_0.5").exists()
+    other = json.loads(json.dumps(wider))
+    other["settings"]["fractions"] = [1.0, 2.0]  # a budget is part of the state: the folder is emptied
+    with pytest.warns(RuntimeWarning, match="another job"):
+        snapshots.claim_folder(folder, _without_search_keys(other), normalize=_without_search_keys)
+    assert not (folder / "lr_0.5").exists()
 
 
 # ----------------------------------------------------------------------------- budgets / feasibility
@@ -227,7 +296,7 @@ def test_lr_source_first_seed_and_every_seed():
     st = _settings(seeds=(3, 1, 2), engines=("fast", "reference"), lr_grid=(0.5, 1.0, 2.0))
     assert st.lr_search == "first_seed" and st.lr_search_seed == 3
     assert protocol.lr_source(st, "stage1", None, 3) is None
-    assert protocol.lr_source(st, "stage1", None, 1) == ("stage1", None, 3)
+    assert protocol.lr_source(st, "stage1", None, 1) is None  # stage 1 trains at the main chain's rate
     assert protocol.lr_source(st, "dko", "fast", 3) is None
     assert protocol.lr_source(st, "dko", "reference", 3) == ("dko", "fast", 3)
     assert protocol.lr_source(st, "e2e_warm", "fast", 2) == ("e2e_warm", "fast", 3)
@@ -281,7 +350,7 @@ def smoke_run(tmp_path_factory):
     run_eb = _script("run_equal_budget")
     tmp = tmp_path_factory.mktemp("eb")
     common = ["--profile", "smoke", "--seed", "0", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
-              "--no-progress", "--set", "budget.engines=[fast]"]
+              "--no-progress", "--set", "budget.engines=[fast]", "budget.stage1_steps=8", "budget.dko_steps=3"]
     run_eb.main(["--method", "stage1", "--out", str(tmp / "stage1_0.csv")] + common)
     outs = []
     for m in ("electronic", "dko", "e2e_scratch"):
@@ -298,7 +367,7 @@ def test_job_csvs_have_exactly_the_columns(smoke_run):
         df = pd.read_csv(out)
         assert list(df.columns) == list(protocol.COLUMNS)
         assert list(df.columns[:len(protocol.REQUIRED_COLUMNS)]) == list(protocol.REQUIRED_COLUMNS)
-        assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf"}
+        assert len(df) > 0 and set(df["eval"]) == {"crop", "full_psf", "full_psf_noise"}  # smoke: noise_eval
         assert df[list(protocol.METRICS)].notna().all().all()
     assert not list((tmp / "e2e_scratch_fast_0.work").rglob("*.pt"))  # snapshots and checkpoints cleaned up
 
@@ -317,12 +386,28 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
             assert present == fits, (axis, frac)
     # smoke geometry: stage 2's FLOPs exceed half of C_ref, so the 0.5 FLOP budget has no DKO point
     assert not ((dko["budget_axis"] == "flops") & (dko["budget_fraction"] == 0.5)).any()
-    # a point never spends (much) more than its budget: stage 1 stops at the first crossing
+    # a point spends its budget (stage 1 stops at the first crossing) unless stage 1 reached its
+    # plateau (N1 steps) first: stage 1 never trains past it
+    n1 = info["settings"]["stage1_steps"]
     f = dko[dko["budget_axis"] == "flops"]
-    assert (f["spent_flops"] >= 0.99 * f["budget_flops"]).all()
+    assert (f["steps"] <= n1).all()
+    below = f[f["steps"] < n1]
+    assert (below["spent_flops"] >= 0.99 * below["budget_flops"]).all()
+    elec = pd.read_csv(tmp / "electronic_fast_0.csv")
+    top = elec[elec["budget_fraction"] >= 1.0]  # C_ref = N1 stage-1 steps + stage 2: past the plateau
+    assert len(top) and (top["steps"] == n1).all() and (top["spent_flops"] < top["budget_flops"]).all()
+    manifest = json.loads((tmp / "s1" / "lr_1" / "snapshots.json").read_text())
+    assert max(e["step"] for e in manifest.values()) == n1
     e2e = pd.read_csv(tmp / "e2e_scratch_fast_0.csv")
     ef = e2e[e2e["budget_axis"] == "flops"]
     assert (ef["spent_flops"] >= ef["budget_flops"]).all()
+    # ... and never more than one of its own steps over it (stage 2 is capped by what is left)
+    calib = info["calibration"]
+    s1_step, s2_step = calib["stage1_step"]["flops"], calib["stage2_step"]["fast"]["flops"]
+    gain_fit = e["stage2"]["flops"] / info["settings"]["dko_steps"]  # < one step: the gain fit's one PSF
+    assert (f["spent_flops"] <= f["budget_flops"] + max(s1_step, s2_step) + gain_fit).all()
+    e2e_step = (ef["spent_flops"] / ef["steps"]).max()
+    assert (ef["spent_flops"] < ef["budget_flops"] + e2e_step).all()
 
 
 def test_summarize_script_and_plots(smoke_run, tmp_path):
@@ -350,9 +435,10 @@ def test_reused_lr_requires_lr_from(smoke_run, tmp_path):
     tmp, _ = smoke_run
     run_eb = _script("run_equal_budget")
     common = ["--profile", "smoke", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
-              "--no-progress", "--set", "budget.seeds=[0,1]"]
-    with pytest.raises(SystemExit):  # seed 1 reuses seed 0's stage-1 rate
-        run_eb.main(["--method", "stage1", "--seed", "1", "--out", str(tmp_path / "s.csv")] + common)
+              "--no-progress", "--set", "budget.seeds=[0,1]", "budget.stage1_steps=8", "budget.dko_steps=3"]
+    with pytest.raises(SystemExit):  # stage 1 trains at the main chain's rate: it reuses nothing
+        run_eb.main(["--method", "stage1", "--seed", "1", "--out", str(tmp_path / "s.csv"),
+                     "--lr-from", str(tmp / "stage1_0.csv")] + common)
     with pytest.raises(SystemExit):  # seed 0, fast engine: selects its own rate
         run_eb.main(["--method", "dko", "--engine", "fast", "--seed", "0", "--out", str(tmp_path / "d.csv"),
                      "--lr-from", str(tmp / "dko_fast_0.csv")] + common)

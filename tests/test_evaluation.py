@@ -110,13 +110,20 @@ def test_wrong_gain_changes_metrics(exact_optics):
     assert bad["abs_rel"].iloc[0] > 1e-3
 
 
-def test_noisy_evaluation_is_seeded(exact_optics):
+def _hybrid(exact_optics, n: int, exact_gain: bool = True):
+    """``(cfg, data, hybrid)``: n images labelled by a stage-1 network, read through exact optics
+    (with the right gain, or none: then every image's depth is off by its own amount)."""
     cfg = _cfg()
     stage1 = _stage1(cfg)
-    data = _dataset(stage1, n=2)
+    data = _dataset(stage1, n=n)
     w = stage1.conv1_weight().detach().clone()
     exact_optics["weight"] = w
-    hybrid = hybrid_from_dko(stage1, _array(cfg, w.shape[0]), torch.full((w.shape[0],), SCALE), cfg.optics)
+    gain = torch.full((w.shape[0],), SCALE) if exact_gain else None
+    return cfg, data, hybrid_from_dko(stage1, _array(cfg, w.shape[0]), gain, cfg.optics)
+
+
+def test_noisy_evaluation_is_seeded(exact_optics):
+    cfg, data, hybrid = _hybrid(exact_optics, n=2)
     a = evaluate_design(hybrid, data, cfg, evals=("full_psf_noise",), seed=3)
     b = evaluate_design(hybrid, data, cfg, evals=("full_psf_noise",), seed=3)
     c = evaluate_design(hybrid, data, cfg, evals=("full_psf_noise",), seed=4)
@@ -172,3 +179,17 @@ def test_load_design_roundtrip(tmp_path, per_element):
         assert torch.equal(fe.gain, gain)
     with pytest.raises(ValueError, match="stage-1"):
         load_design(dko_dir, cfg)
+
+
+def test_per_image_metrics_are_each_image_read_alone(exact_optics):
+    """Per-image metrics (for paired comparisons) in dataset order: entry i equals evaluating image i alone."""
+    cfg, data, hybrid = _hybrid(exact_optics, n=3, exact_gain=False)
+    images = {}
+    table = evaluate_design(hybrid, data, cfg, evals=("crop", "full_psf_noise"), seed=1, per_image=images)
+    assert sorted(images) == ["crop", "full_psf_noise"] and all(len(v) == 3 for v in images.values())
+    crop = [m["abs_rel"] for m in images["crop"]]
+    assert sum(crop) / 3 == pytest.approx(float(table.loc[table["eval"] == "crop", "abs_rel"].iloc[0]))
+    for i in range(3):
+        alone = evaluate_design(hybrid, [data[i]], cfg, evals=("crop",))
+        assert crop[i] == pytest.approx(float(alone["abs_rel"].iloc[0]), rel=1e-6)
+    assert len(set(round(v, 9) for v in crop)) > 1  # the images do differ

@@ -1,5 +1,7 @@
 """The README's results section is computed from the result tables, by stated rules."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -120,3 +122,52 @@ def test_operating_point_sentence_reports_spread_and_disagreeing_metrics():
     assert "spans 0.3-0.36 across the weights (20 % of the best): lowest at weight 0.25" in text
     assert "delta < 1.25 is highest at weight 2 and RMSE lowest at weight 2" in text
     assert "The profile uses weight 0.5." in text and "ideal optics reads 0.25" in text
+
+
+def test_operating_point_keeps_the_profile_weight_unless_an_interval_says_otherwise():
+    def table(ci_hi_025):
+        rows = []
+        for w, abs_rel, diff, lo, hi in ((0.25, 0.30, -0.03, -0.06, ci_hi_025), (0.5, 0.33, 0.0, 0.0, 0.0),
+                                          (2.0, 0.36, 0.03, 0.01, 0.05)):
+            rows.append({"design": "dko", "leakage_weight": w, "eval": "full_psf_noise", "abs_rel": abs_rel,
+                         "a1": 0.5, "rmse": 9.0, "profile_weight": w == 0.5, "noisy_abs_rel_minus_profile": diff,
+                         "diff_ci_lo": lo, "diff_ci_hi": hi, "n_images": 100})
+        return pd.DataFrame(rows)
+
+    tie = rr.operating_point_sentence(table(0.01))  # 0.25 is lower, but its interval reaches above 0
+    assert "no weight reads significantly better than the profile's (closest: weight 0.25" in tie
+    assert "keeps its weight" in tie and "100 images" in tie
+    better = rr.operating_point_sentence(table(-0.005))
+    assert "weight 0.25 reads significantly better than the profile's" in better and "keeps" not in better
+
+
+def test_paired_difference_interval_by_hand():
+    from dkolib.study.stats import paired_difference_ci
+
+    mean, lo, hi = paired_difference_ci([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0], n_boot=4000)
+    assert mean == pytest.approx(1.5)  # (0 + 1 + 2 + 3) / 4
+    assert 0.0 <= lo < 1.5 < hi <= 3.0
+    same = paired_difference_ci([0.3, 0.5, 0.7], [0.3, 0.5, 0.7])
+    assert same == (0.0, 0.0, 0.0)  # identical reads: no difference, no spread
+    with pytest.raises(ValueError, match="same non-zero length"):
+        paired_difference_ci([1.0, 2.0], [1.0])
+
+
+def test_operating_point_differences_are_paired_against_the_profile_weight():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "operating_point.py"
+    spec = importlib.util.spec_from_file_location("operating_point", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = [0.30, 0.40, 0.50, 0.35]
+    images = {0.5: base, 0.25: [v - 0.05 for v in base], 2.0: [0.31, 0.38, 0.52, 0.36]}
+    d = mod.noisy_differences(images, 0.5, n_boot=500).set_index("leakage_weight")
+    assert d.loc[0.5, "noisy_abs_rel_minus_profile"] == 0.0 and not d.loc[0.5, "significantly_better"]
+    # every image 0.05 better: the interval collapses onto -0.05, below 0
+    assert d.loc[0.25, "noisy_abs_rel_minus_profile"] == pytest.approx(-0.05)
+    assert d.loc[0.25, "diff_ci_hi"] == pytest.approx(-0.05) and d.loc[0.25, "significantly_better"]
+    # mixed: +0.01, -0.02, +0.02, +0.01 -> mean +0.005, interval straddles 0
+    assert d.loc[2.0, "noisy_abs_rel_minus_profile"] == pytest.approx(0.005)
+    assert d.loc[2.0, "diff_ci_lo"] < 0 < d.loc[2.0, "diff_ci_hi"] and not d.loc[2.0, "significantly_better"]
+    assert (d["n_images"] == 4).all()

@@ -15,7 +15,8 @@ from dkolib.dko.frontend import make_hybrid
 from dkolib.depth.network import DepthNet, depth_to_disp
 from dkolib.depth.losses import depth_loss, make_depth_loss
 from dkolib.depth.predict import constant_predictor, predict_depth, training_median_depth
-from dkolib.dko.train import BatchSampler, evaluate, train_loop
+from dkolib.dko.sampling import BatchSampler
+from dkolib.dko.train import evaluate, train_loop
 
 H, W = 32, 64
 

@@ -31,7 +31,8 @@ def test_dry_run_rejects_unknown_profile():
 
 
 def test_lr_is_selected_on_the_first_seed_and_reused():
-    """budget.lr_search=first_seed: later seeds and the reference engine take --lr-from the search job."""
+    """budget.lr_search=first_seed: later seeds and the reference engine take --lr-from the search job;
+    stage 1 always trains at the main chain's rate."""
     exe = shutil.which("snakemake") or "snakemake"
     eb = "results/default/equal_budget"
     result = subprocess.run([exe, f"{eb}/dko_reference_1.csv", f"{eb}/e2e_scratch_fast_2.csv", "-n", "-p",
@@ -43,8 +44,19 @@ def test_lr_is_selected_on_the_first_seed_and_reused():
         if "run_equal_budget.py" in line:
             out = line.split("--out ")[1].split()[0]
             commands[Path(out).name] = line
-    assert "--lr-from" not in commands["stage1_0.csv"]
+    assert "--lr-from" not in commands["stage1_0.csv"] and "--lr-from" not in commands["stage1_1.csv"]
     assert "--lr-from" not in commands["dko_fast_0.csv"] and "--lr-from" not in commands["e2e_scratch_fast_0.csv"]
-    assert f"--lr-from {eb}/stage1_0.csv" in commands["stage1_1.csv"]
+    # the budget unit is calibrated per seed; E2E from scratch needs only that, not seed 2's stage 1
+    assert "calibration_2.csv" in commands and "stage1_2.csv" not in commands
     assert f"--lr-from {eb}/dko_fast_0.csv" in commands["dko_reference_1.csv"]
     assert f"--lr-from {eb}/e2e_scratch_fast_0.csv" in commands["e2e_scratch_fast_2.csv"]
+
+
+def test_main_chain_target_leaves_out_the_equal_budget_study():
+    exe = shutil.which("snakemake") or "snakemake"
+    result = subprocess.run([exe, "main_chain", "-n", "--forceall", "--cores", "4", "--config", "profile=default"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rules = {line.split()[-1].rstrip(":") for line in result.stdout.splitlines() if line.startswith(("rule ", "localrule "))}
+    assert {"stage1", "dko", "e2e", "physical_eval", "tolerances"} <= rules
+    assert not {r for r in rules if r.startswith("eb_") or r.startswith("notebook")}

@@ -1,7 +1,8 @@
 # The equal-budget experiment (dkolib/study/protocol.py states the protocol).
-# One single-threaded stage-1 job per seed (calibration of the budget unit,
-# stage-1 snapshots), then one single-threaded job per (method, engine, seed),
-# then the summary. Every job holds one cpu_slot, so at most as many timed jobs
+# Per seed, a calibration job (the budget unit: the main chain's DKO run, timed on this
+# machine) and a stage-1 job (snapshots), then one single-threaded job per (method,
+# engine, seed) -- E2E from scratch starts as soon as the calibration is done --, then
+# the summary. Every job holds one cpu_slot, so at most as many timed jobs
 # run as there are cores.
 
 from dkolib.study.protocol import METHODS, lr_source, settings_from_config
@@ -21,7 +22,7 @@ def eb_lr_from(method, engine, seed):
     if src is None:
         return {}
     m, g, s = src
-    return {"lr": f"{EB}/stage1_{s}.csv" if m == "stage1" else f"{EB}/{m}_{g}_{s}.csv"}
+    return {"lr": f"{EB}/{m}_{g}_{s}.csv"}
 
 
 def eb_lr_arg(wildcards, input):
@@ -29,15 +30,35 @@ def eb_lr_arg(wildcards, input):
 
 
 
-rule eb_stage1:
+rule eb_calibrate:
+    priority: 20
     input:
-        unpack(lambda w: eb_lr_from("stage1", None, w.seed)),
         data=expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+        # the budget unit C_ref is the main chain's DKO run: its stage-1 (plateau) and stage-2 step counts
+        main_stage1=f"{R}/stage1/log.csv",
+        main_dko=f"{R}/dko/summary.csv",
     output:
-        table=f"{EB}/stage1_{{seed}}.csv",
+        table=f"{EB}/calibration_{{seed}}.csv",
         budgets=f"{EB}/stage1_{{seed}}/budgets.json",
     params:
-        lr_from=eb_lr_arg,
+        config=cfg_hash(*OPT, "budget"),
+    wildcard_constraints:
+        seed=r"\d+",
+    resources:
+        cpu_slots=1,
+    benchmark:
+        f"{BENCH}/eb_calibrate.{{seed}}.tsv"
+    shell:
+        f"python scripts/run_equal_budget.py --profile {PROFILE} --method calibrate --seed {{wildcards.seed}} "
+        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output.table}} --threads 1 --no-progress"
+
+
+rule eb_stage1:
+    input:
+        budgets=f"{EB}/stage1_{{seed}}/budgets.json",
+    output:
+        table=f"{EB}/stage1_{{seed}}.csv",
+    params:
         config=cfg_hash(*OPT, "budget"),
     wildcard_constraints:
         seed=r"\d+",
@@ -47,22 +68,28 @@ rule eb_stage1:
         f"{BENCH}/eb_stage1.{{seed}}.tsv"
     shell:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method stage1 --seed {{wildcards.seed}} "
-        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output.table}} --threads 1 --no-progress "
-        "{params.lr_from}"
+        f"--stage1-dir {EB}/stage1_{{wildcards.seed}} --out {{output.table}} --threads 1 --no-progress"
+
+
+def eb_stage1_input(wildcards):
+    """E2E from scratch needs only the budgets; every other method reads stage-1 snapshots."""
+    inputs = {"budgets": f"{EB}/stage1_{wildcards.seed}/budgets.json"}
+    if wildcards.method != "e2e_scratch":
+        inputs["stage1"] = f"{EB}/stage1_{wildcards.seed}.csv"
+    return inputs
 
 
 rule eb_method:
     input:
         unpack(lambda w: eb_lr_from(w.method, w.engine, w.seed)),
-        stage1=f"{EB}/stage1_{{seed}}.csv",
-        budgets=f"{EB}/stage1_{{seed}}/budgets.json",
+        unpack(eb_stage1_input),
     output:
         f"{EB}/{{method}}_{{engine}}_{{seed}}.csv",
     params:
         lr_from=eb_lr_arg,
         config=cfg_hash(*OPT, "budget"),
     wildcard_constraints:
-        method="|".join(EB_METHODS),
+        method="|".join(m for m in EB_METHODS if m != "e2e_scratch"),
         engine="fast|reference",
         seed=r"\d+",
     resources:
@@ -73,6 +100,19 @@ rule eb_method:
         f"python scripts/run_equal_budget.py --profile {PROFILE} --method {{wildcards.method}} "
         f"--engine {{wildcards.engine}} --seed {{wildcards.seed}} --stage1-dir {EB}/stage1_{{wildcards.seed}} "
         f"--out {{output}} --threads 1 --no-progress {{params.lr_from}}"
+
+
+# E2E from scratch is the study's critical path (the first seed searches the learning rate, the
+# others wait for it, and each runs to the top of the ladder): the same job as eb_method, started
+# as soon as its seed's budget unit is calibrated, ahead of everything else.
+use rule eb_method as eb_e2e with:
+    priority: 20
+    wildcard_constraints:
+        method="e2e_scratch",
+        engine="fast|reference",
+        seed=r"\d+",
+    benchmark:
+        f"{BENCH}/eb_e2e.{{method}}_{{engine}}_{{seed}}.tsv"
 
 
 rule eb_summary:

@@ -106,16 +106,19 @@ def front_end_mode(model: nn.Module, mode: str, engine: str | None = None) -> It
             p.requires_grad_(f)
 
 
-def _evaluate(model: nn.Module, dataset, cfg, seed: int, max_items: int | None) -> dict:
+def _evaluate(model: nn.Module, dataset, cfg, seed: int, max_items: int | None,
+              per_image: list | None = None) -> dict:
     from .train import evaluate
 
     with torch.no_grad():
-        return evaluate(model, dataset, cfg, median_scaling=False, max_items=max_items, noise_seed=seed)
+        return evaluate(model, dataset, cfg, median_scaling=False, max_items=max_items, noise_seed=seed,
+                        per_image=per_image)
 
 
 def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
                     evals: Iterable[str] = EVAL_MODES, seed: int = 0, design: str = "design",
-                    max_items: int | None = None, engine: str | None = None) -> pd.DataFrame:
+                    max_items: int | None = None, engine: str | None = None,
+                    per_image: dict | None = None) -> pd.DataFrame:
     """Depth metrics of one design in each evaluation mode.
 
     Args:
@@ -129,6 +132,8 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
         design: value of the ``design`` column.
         max_items: evaluate only the first items (None: all).
         engine: PSF engine for rebuilt front ends (default: the model's own).
+        per_image: a dict to fill with ``{mode: [one metrics dict per image]}`` (dataset order),
+            for comparisons paired image by image.
     Returns a DataFrame with columns ``design, eval, abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3``,
     one row per mode. An electronic model is evaluated once; its row is repeated per mode.
     """
@@ -139,23 +144,27 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
     names = _metric_names()
     rows = []
     electronic_metrics = None
+    electronic_images: list = []
     for mode in evals:
+        images: list = []
         if isinstance(model, nn.Module):
             if find_frontend(model) is None:
                 if electronic_metrics is None:
-                    electronic_metrics = _evaluate(model, dataset, cfg, seed, max_items)
-                metrics = electronic_metrics
+                    electronic_metrics = _evaluate(model, dataset, cfg, seed, max_items, electronic_images)
+                metrics, images = electronic_metrics, electronic_images
             else:
                 with front_end_mode(model, mode, engine) as m:
-                    metrics = _evaluate(m, dataset, cfg, seed, max_items)
+                    metrics = _evaluate(m, dataset, cfg, seed, max_items, images)
         elif callable(model):
-            metrics = _evaluate(model(mode), dataset, cfg, seed, max_items)
+            metrics = _evaluate(model(mode), dataset, cfg, seed, max_items, images)
         else:
             raise TypeError(f"model must be an nn.Module or a callable mode -> model, got {type(model).__name__}")
         missing = [n for n in names if n not in metrics]
         if missing:
             raise KeyError(f"evaluate() returned no {missing} (got {sorted(metrics)})")
         rows.append({"design": design, "eval": mode, **{n: float(metrics[n]) for n in names}})
+        if per_image is not None:
+            per_image[mode] = images
     return pd.DataFrame(rows, columns=["design", "eval", *names])
 
 

@@ -37,7 +37,7 @@ import math
 import random
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,8 @@ from ..depth.predict import predict_depth
 # analytic PSF-simulation cost: backward = BACKWARD_FACTOR x forward (+ a recomputed forward
 # when the engine checkpoints); why 1 and not the usual 2: dkolib.dko.budget's docstring
 from .budget import BACKWARD_FACTOR, element_wavelengths_m, psf_simulation_flops  # noqa: F401
+from .sampling import BatchSampler, collate  # noqa: F401  (re-exported: the loops' batches)
+from .stopping import metric_trace, plateau_reached
 
 
 # --------------------------------------------------------------------------- hooks to other modules
@@ -78,54 +80,6 @@ def _build_array(cfg: Config, n_out: int, init: str, generator: torch.Generator)
 
 
 # --------------------------------------------------------------------------- losses
-
-
-# --------------------------------------------------------------------------- data sampling
-class BatchSampler:
-    """Shuffled batches without replacement per epoch, from its own seeded generator.
-
-    The state (generator, current permutation, position) is checkpointed so that
-    a resumed run draws exactly the batches an uninterrupted one would.
-    """
-
-    def __init__(self, n_items: int, batch_size: int, seed: int):
-        if n_items < 1:
-            raise ValueError("dataset is empty")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.n, self.batch_size = int(n_items), int(batch_size)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.perm = torch.randperm(self.n, generator=self.generator)
-        self.pos = 0
-
-    def next_indices(self) -> list[int]:
-        out = []
-        while len(out) < self.batch_size:
-            if self.pos >= self.n:
-                self.perm = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            take = min(self.batch_size - len(out), self.n - self.pos)
-            out += self.perm[self.pos:self.pos + take].tolist()
-            self.pos += take
-        return out
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos,
-                "n": self.n, "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["n"] != self.n or state["batch_size"] != self.batch_size:
-            raise ValueError(f"sampler checkpoint is for n={state['n']}, batch={state['batch_size']}; "
-                             f"this run has n={self.n}, batch={self.batch_size}")
-        self.generator.set_state(state["generator"])
-        self.perm = state["perm"].clone()
-        self.pos = int(state["pos"])
-
-
-def collate(items: Sequence[dict], device: torch.device | str | None = None) -> dict:
-    """Stack dataset items ``{"rgb": [3,H,W], "depth_m": [1,H,W]}`` into a batch (on ``device``)."""
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(device or "cpu")
-            for k in ("rgb", "depth_m")}
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -210,6 +164,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                eval_every: int = 0, checkpoint_every: int = 0, budget: BudgetMeter | None = None,
                max_seconds: float | None = None, max_flops: float | None = None,
                extra_step_flops: float = 0.0, set_train_mode: Callable[[nn.Module], None] | None = None,
+               plateau_patience: int = 0, plateau_tol: float = 0.0, plateau_metric: str = "val_abs_rel",
                progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train ``model`` for ``steps`` AdamW steps (or until the budget is spent); resumable.
 
@@ -233,9 +188,12 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         extra_step_flops: analytic FLOPs added per step (e.g. the PSF simulation).
         set_train_mode: puts the model in training mode (default ``model.train()``;
             e.g. keep a frozen back end's BatchNorm in eval mode).
+        plateau_patience, plateau_tol, plateau_metric: stopping rule on validation
+            (:func:`plateau_reached` on ``plateau_metric``, lower is better, after every
+            evaluation); ``plateau_patience = 0`` never stops early. ``steps`` is then the cap.
 
     Returns the history DataFrame (one row per step; ``attrs['stop_reason']`` is
-    ``'steps'`` or ``'budget'``).
+    ``'steps'``, ``'budget'`` or ``'plateau'``).
     """
     log_csv, ckpt = Path(log_csv), Path(ckpt)
     budget = budget if budget is not None else BudgetMeter()
@@ -261,10 +219,21 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     stop_reason = "steps"
     if ckpt.exists():
         state = load_torch(ckpt, map_location="cpu")
-        if state["steps"] != steps or state["batch_size"] != batch_size or state["seed"] != seed:
-            raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']}, "
-                             f"batch_size={state['batch_size']}, seed={state['seed']}; this run asks for "
-                             f"steps={steps}, batch_size={batch_size}, seed={seed} (delete it to restart)")
+        # the schedule is the decay step: at a constant rate ``steps`` only caps the run, so a
+        # resumed run may change it (older checkpoints do not record it: their length must match)
+        if "decay_step" in state:
+            schedule_differs = state["decay_step"] != decay_step
+        else:
+            schedule_differs = state["steps"] != steps
+        plateau = {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
+                   "eval_every": eval_every}
+        if (schedule_differs or state["batch_size"] != batch_size or state["seed"] != seed
+                or int(state["step"]) > steps or state.get("plateau", plateau) != plateau):
+            raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']} (at step {state['step']}, "
+                             f"lr decay at step {state.get('decay_step', '?')}), batch_size={state['batch_size']}, "
+                             f"seed={state['seed']}, plateau rule {state.get('plateau', '?')}; this run asks for "
+                             f"steps={steps} (lr decay at step {decay_step}), batch_size={batch_size}, seed={seed}, "
+                             f"plateau rule {plateau} (delete it to restart)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -273,6 +242,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         budget.load_state_dict(state["budget"])
         history = list(state["history"])
         start = int(state["step"])
+        if state.get("stop_reason") == "plateau":
+            stop_reason = "plateau"  # a finished run that stopped early stays stopped
     else:
         seed_everything(seed)
         gen = getattr(dataset, "generator", None)
@@ -285,8 +256,10 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                     "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
-                    "step": step, "steps": steps, "batch_size": batch_size, "seed": seed,
-                    "stop_reason": stop_reason}, ckpt)
+                    "step": step, "steps": steps, "decay_step": decay_step, "batch_size": batch_size,
+                    "seed": seed, "stop_reason": stop_reason,
+                    "plateau": {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
+                                "eval_every": eval_every}}, ckpt)
         write_csv(pd.DataFrame(history), log_csv)
 
     def run_eval(step: int) -> None:
@@ -302,7 +275,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=desc, leave=False)
     step = start
     try:
-        while step < steps:
+        while step < steps and stop_reason != "plateau":
             if budget.budget_exceeded(max_seconds, max_flops):
                 stop_reason = "budget"
                 break
@@ -335,6 +308,12 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if eval_every and step % eval_every == 0:
                 run_eval(step)
+                # only the scheduled evaluations: a run that ended between them evaluated once
+                # more at its end, which a run going on past that step never did
+                trace = metric_trace([h for h in history if h["step"] % eval_every == 0], plateau_metric)
+                if plateau_patience and plateau_reached(trace, plateau_patience, plateau_tol):
+                    stop_reason = "plateau"
+                    break
             if checkpoint_every and step % checkpoint_every == 0 and step < steps:
                 save_checkpoint(step)
     finally:
@@ -351,14 +330,15 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
 
 
 def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = False, batch_size: int = 8,
-             max_items: int | None = None, noise_seed: int = 0) -> dict:
+             max_items: int | None = None, noise_seed: int = 0, per_image: list | None = None) -> dict:
     """Mean per-image depth metrics of ``model`` on ``dataset`` (batched, no grad).
 
     Uses ``dkolib.depth.metrics.compute_depth_metrics`` with ``cfg.data.min/max_depth_m`` (Garg
     crop for KITTI). A noisy optical front end draws its noise from a generator
     seeded with ``noise_seed`` (the same noise for every model), and the global
     RNG and the modules' train/eval modes are left as they were.
-    Returns ``{metric: mean over images}``.
+    Returns ``{metric: mean over images}``; with a list ``per_image``, each image's metrics are
+    appended to it (one dict per image, in dataset order) for paired comparisons.
     """
     modes = _train_modes(model)
     model.eval()
@@ -381,6 +361,8 @@ def evaluate(model: nn.Module, dataset, cfg: Config, median_scaling: bool = Fals
                                          cfg.data.max_depth_m, median_scaling, garg)
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
+                    if per_image is not None:
+                        per_image.append({k: float(v) for k, v in m.items()})
                     count += 1
     finally:
         _restore_modes(model, modes)
@@ -423,6 +405,10 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
                progress: bool = True) -> DepthNet:
     """Stage 1: train the all-electronic network; writes ``out_dir/model.pt`` and ``out_dir/log.csv``.
 
+    Constant learning rate (so that the equal-budget study's snapshots of the same run are this
+    run truncated), until the validation plateau rule (``stage1.plateau_patience``) or
+    ``stage1.steps``; the log's last step is the step count that defines the budget unit.
+
     Resumes from ``out_dir/ckpt.pt`` if present. Returns the trained model.
     """
     out_dir = Path(out_dir)
@@ -436,9 +422,10 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
                steps=s1.steps, batch_size=s1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv",
                ckpt=out_dir / "ckpt.pt", loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),
-               weight_decay=s1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg), eval_every=s1.eval_every,
-               checkpoint_every=s1.checkpoint_every, budget=budget, max_seconds=max_seconds,
-               max_flops=max_flops, progress=progress, desc="stage1")
+               weight_decay=s1.weight_decay, lr_decay_at=None, eval_fn=_val_eval_fn(val_set, cfg),
+               eval_every=s1.eval_every, checkpoint_every=s1.checkpoint_every, budget=budget,
+               max_seconds=max_seconds, max_flops=max_flops, plateau_patience=s1.plateau_patience,
+               plateau_tol=s1.plateau_tol, progress=progress, desc="stage1")
     save_model(model, out_dir / "model.pt", cfg, budget, kind="electronic")
     return model
 

@@ -9,6 +9,7 @@ from .figures import c_ref_of, plot_accuracy_vs_budget, plot_crop_vs_physical, p
 from .paths import ProfilePaths
 from .pipeline import (design_paths, ensure_costs, ensure_dko, ensure_e2e, ensure_equal_budget, ensure_physical_eval,
                        ensure_tolerances)
+from .protocol import resolve_reference_run, settings_from_config
 from .reports import (depth_histogram, dko_kernels, ensure_stage1, gain_restoration, motorcycle_dataset,
                       stage1_metrics)
 from .stats import catch_up, error_ratios, time_to_accuracy

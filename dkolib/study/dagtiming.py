@@ -5,13 +5,23 @@ Every rule that does work declares ``benchmark: results/<profile>/benchmarks/<ru
 TSV when the job ends: a header line and one row with ``s`` (the job's wall seconds), ``cpu_time``
 (CPU seconds of the job's processes), ``max_rss`` (peak resident memory, MB), ... (``NA`` where
 Snakemake could not sample the process). The Snakefile's ``onstart``/``onsuccess``/``onerror``
-handlers call :func:`record_run`, which keeps the run's start and end (Unix seconds) in
-``run.json`` beside them (:data:`RUN_RECORD`).
+handlers call :func:`record_run`, which keeps the run's segments (start and end, Unix seconds)
+in ``run.json`` beside them (:data:`RUN_RECORD`).
+
+A long run may be stopped (killed, or ended by a failed job) and started again: Snakemake
+then keeps every finished job and the equal-budget jobs resume from their checkpoints. Such a
+run is one run in several *segments*: a start after an unfinished one (status ``running`` or
+``error``) opens a new segment instead of a new record, and the run's wall time is the sum of
+the segments, the time between them left out. A killed segment wrote no end; it is taken as
+the last time the run's own state under the profile's results folder was written
+(:func:`last_write`; work lost after the last checkpoint is redone, and counted, in the next
+segment). A resumed job's benchmark file
+times only its last segment, so per-job sums undercount such jobs; the total does not.
 
 :func:`read_benchmarks` gathers the jobs of the recorded run: the TSVs written between its start
 and end (a job not rerun keeps the TSV of an earlier run, older than the start, and is left out).
 :func:`summarize` gives per rule ``n_jobs, job_s_sum, job_s_max, cpu_s_sum, max_rss_mb`` and a
-``TOTAL`` row whose ``wall_s`` is the run's end minus its start.
+``TOTAL`` row whose ``wall_s`` is the run's wall time (its segments' summed length).
 """
 
 from __future__ import annotations
@@ -38,24 +48,62 @@ SLACK_S = 1.0
 def record_run(folder: str | Path, event: str, now: float | None = None) -> dict:
     """Record a Snakemake run's ``event`` (``start``, ``success`` or ``error``) in ``folder/run.json``.
 
-    ``start`` begins a new record; ``success``/``error`` add ``end`` and ``status`` to it.
+    ``start`` begins a new record, or a new segment of the recorded run when that one did not
+    finish (see the module docstring); ``success``/``error`` end the current segment and set
+    ``end`` and ``status``. The record holds ``start`` (of the first segment), ``end``,
+    ``status``, ``segments`` (``[{"start", "end"}]``) and ``wall_s`` (their summed length).
     Returns the record.
     """
     if event not in ("start", "success", "error"):
         raise ValueError(f"event must be 'start', 'success' or 'error', got {event!r}")
     now = time.time() if now is None else float(now)
     path = Path(folder) / RUN_RECORD
+    old = json.loads(path.read_text()) if path.exists() else None
     if event == "start":
-        record = {"start": now, "status": "running"}
+        if old is not None and old.get("status") in ("running", "error") and old.get("start") is not None:
+            segments = old.get("segments") or [{"start": old["start"], "end": old.get("end")}]
+            if segments[-1].get("end") is None:  # killed: it ended when it last wrote something
+                segments[-1]["end"] = last_write(Path(folder).parent, segments[-1]["start"], now)
+            record = {"start": segments[0]["start"], "status": "running", "segments": segments + [{"start": now}]}
+        else:
+            record = {"start": now, "status": "running", "segments": [{"start": now}]}
     else:
-        record = json.loads(path.read_text()) if path.exists() else {"start": None}
+        record = old if old is not None else {"start": None, "segments": []}
+        record.setdefault("segments", [{"start": record.get("start"), "end": None}])
+        if record["segments"]:
+            record["segments"][-1]["end"] = now
         record.update(end=now, status=event)
+    record["wall_s"] = sum(float(g["end"]) - float(g["start"]) for g in record["segments"]
+                           if g.get("start") is not None and g.get("end") is not None)
     for key in ("start", "end"):
         if record.get(key) is not None:
             record[f"{key}_utc"] = datetime.fromtimestamp(record[key], timezone.utc).isoformat(timespec="seconds")
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     return record
+
+
+def _run_state(path: Path) -> bool:
+    """Whether ``path`` is a running pipeline's own state, which git never touches: benchmark
+    files, checkpoints and snapshots (``*.pt``), job work folders (``*.work``) and the stage-1
+    snapshot runs of the equal-budget study (``stage1_<seed>/lr_*``)."""
+    parts = path.parts
+    return (path.suffix in (".pt", ".tsv") or any(p.endswith(".work") for p in parts)
+            or any(p.startswith("lr_") for p in parts[:-1]))
+
+
+def last_write(root: str | Path, since: float, until: float) -> float:
+    """Latest modification time in ``[since, until]`` of the run state under ``root`` (see
+    :func:`_run_state`; ``since`` if none). Committed files are left out: a checkout or merge
+    between two segments would otherwise stretch the first one."""
+    latest = float(since)
+    for f in Path(root).rglob("*"):
+        if f.name == RUN_RECORD or not f.is_file() or not _run_state(f.relative_to(root)):
+            continue
+        m = f.stat().st_mtime
+        if since <= m <= until and m > latest:
+            latest = m
+    return latest
 
 
 def read_run(folder: str | Path) -> dict:
@@ -115,7 +163,7 @@ def read_benchmarks(folder: str | Path, run: dict | None = None) -> pd.DataFrame
 
 def summarize(jobs: pd.DataFrame, wall_s: float) -> pd.DataFrame:
     """Per rule: jobs, summed and longest job seconds, summed CPU seconds, peak RSS (MB); plus a
-    ``TOTAL`` row over all jobs whose ``wall_s`` is the run's wall time (``end - start``).
+    ``TOTAL`` row over all jobs whose ``wall_s`` is the run's wall time (:func:`run_wall_s`).
 
     Values Snakemake could not sample (NaN) are left out of the sums and maxima.
     """
@@ -129,8 +177,20 @@ def summarize(jobs: pd.DataFrame, wall_s: float) -> pd.DataFrame:
     return pd.concat([per, total], ignore_index=True)
 
 
+def run_wall_s(run: dict) -> float:
+    """A recorded run's wall seconds: its segments' summed length (end - start for older records)."""
+    if run.get("segments"):
+        return float(run["wall_s"])
+    return float(run["end"]) - float(run["start"])
+
+
 def dag_timing(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(jobs, summary)`` of the run recorded in the benchmarks ``folder`` (``dag_jobs.csv``, ``dag_timing.csv``)."""
+    """``(jobs, summary)`` of the run recorded in the benchmarks ``folder`` (``dag_jobs.csv``, ``dag_timing.csv``).
+
+    The summary's ``TOTAL`` row also gives ``segments``: how many starts the run took.
+    """
     run = read_run(folder)
     jobs = read_benchmarks(folder, run)
-    return jobs, summarize(jobs, float(run["end"]) - float(run["start"]))
+    summary = summarize(jobs, run_wall_s(run))
+    summary.loc[summary["rule"] == "TOTAL", "segments"] = len(run.get("segments") or [run])
+    return jobs, summary

@@ -1,4 +1,4 @@
-"""The jobs of the equal-budget experiment: ``stage1`` per seed, one job per (method, engine, seed).
+"""The jobs of the equal-budget experiment: ``calibrate`` and ``stage1`` per seed, one job per (method, engine, seed).
 
 :func:`run_job` dispatches a job given its :class:`JobContext` (configuration, settings,
 seed, data cache, the shared stage-1 folder and the job's own work folder). Each method job
@@ -9,8 +9,10 @@ the method can fit, budgets in wall seconds (``budget_s``) and FLOPs (``budget_f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from ..dko.budget import BudgetMeter
 from ..io import load_torch, save_torch, write_csv
 from .components import (_depth_loss, _eval_rows, _new_depthnet, _val_abs_rel, build_e2e_model, calibrate,
                          e2e_param_groups, run_finetune_fixed, run_stage2)
-from .protocol import (JOBS, METRICS, BudgetProtocolError, Settings, e2e_targets, evals_for, make_budgets,
-                       reference_stage1_target, stage1_targets, target_key, to_frame)
+from .protocol import (JOBS, METRICS, SEED_JOBS, BudgetProtocolError, Settings, _axis_field, e2e_targets, evals_for,
+                       make_budgets, pick_lr_mult, reference_stage1_target, stage1_targets, target_key, to_frame)
 from .snapshots import _write_json, claim_folder, load_snapshot, read_manifest, train_with_snapshots
 
 
@@ -67,58 +69,56 @@ def _steps_cap(budgets: dict, settings: Settings, per_step_flops: float, base_fl
     return int(max(n, 1) * 20 + 20 * max(1.0, wall_top) + 100)
 
 
-def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
-    """Calibrate, train stage 1 for every lr multiplier to the reference stage 1, select on val, continue.
+def run_calibrate_job(ctx: JobContext) -> pd.DataFrame:
+    """Calibrate the per-step costs and write the budget unit and ladders of this seed.
 
-    Writes into ``ctx.stage1_dir``: ``calibration.json``, ``budgets.json`` (settings, reference
-    costs, the chosen multiplier), ``lr_<m>/`` runs with snapshots, ``lr_search.csv``.
-    Returns the lr-search table.
+    Writes ``calibration.json`` and ``budgets.json`` (settings, calibration, reference costs,
+    stage 1's learning rate: the main chain's) into ``ctx.stage1_dir``, which the ``stage1``
+    job of the same seed then trains in. E2E from scratch needs nothing more, so it can start
+    while stage 1 trains. Returns one row per engine: ``C_ref`` in seconds and FLOPs.
     """
     cfg, st, root = ctx.cfg, ctx.settings, Path(ctx.stage1_dir)
     root.mkdir(parents=True, exist_ok=True)
-    train_set = ctx.dataset("train", flip=True)
-    val_set = ctx.dataset("val")
-    calib = calibrate(cfg, st, train_set, root, ctx.seed, progress=False)
+    calib = calibrate(cfg, st, ctx.dataset("train", flip=True), root, ctx.seed, progress=False)
     budgets = make_budgets(calib, st)
-    targets = stage1_targets(budgets, st)
-    ref = reference_stage1_target(budgets, st)
-    targets = targets + [ref]
-    cap = _steps_cap(budgets, st, calib["stage1_step"]["flops"])
-    runs = {}
-
-    def run(mult, stop_after):
-        model = _new_depthnet(cfg, ctx.seed)
-        lr = cfg.stage1.lr * mult
-        man = train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": lr}], train_set,
-                                   targets=targets, work=root / f"lr_{mult:g}", seed=ctx.seed,
-                                   batch_size=cfg.stage1.batch_size, steps_cap=cap, loss_fn=_depth_loss(cfg),
-                                   weight_decay=cfg.stage1.weight_decay, stop_after=stop_after,
-                                   checkpoint_every=cfg.stage1.checkpoint_every, progress=ctx.progress,
-                                   desc=f"stage1 lr x{mult:g}")
-        return model, man
-
-    rows = []
-    for mult in ctx.lr_grid:
-        model, man = run(mult, ref.key)
-        model.load_state_dict(load_snapshot(root / f"lr_{mult:g}", man[ref.key])["state_dict"])
-        val = _val_abs_rel(model, val_set, cfg, st)
-        rows.append({"seed": ctx.seed, "lr_mult": mult, "lr": cfg.stage1.lr * mult, "val_abs_rel": val,
-                     "ref_step": man[ref.key]["step"]})
-        runs[mult] = man
-    table = pd.DataFrame(rows)
-    best = float(table.sort_values(["val_abs_rel", "lr_mult"]).iloc[0]["lr_mult"])
-    table["chosen"] = table["lr_mult"] == best
-    run(best, None)  # continue the chosen run to the largest budget
-    for mult in ctx.lr_grid:  # other multipliers are not needed beyond the selection: drop their snapshots
-        if mult != best:  # (but keep the reference one, so that a rerun of this job can redo the selection)
-            keep = runs[mult][ref.key]["file"]
-            for f in (root / f"lr_{mult:g}").glob("snap_*.pt"):
-                if f.name != keep:
-                    f.unlink()
-    write_csv(table, root / "lr_search.csv")
     _write_json({"settings": dataclasses.asdict(st), "calibration": calib, "budgets": budgets,
-                 "stage1_lr_mult": best, "stage1_lr": cfg.stage1.lr * best, "seed": ctx.seed,
+                 "stage1_lr_mult": 1.0, "stage1_lr": cfg.stage1.lr, "seed": ctx.seed,
                  "profile": cfg.profile}, root / "budgets.json")
+    return pd.DataFrame([{"seed": ctx.seed, "engine": e, "stage1_steps": st.stage1_steps, "dko_steps": st.dko_steps,
+                          "c_ref_s": b["c_ref"]["wall_s"], "c_ref_flops": b["c_ref"]["flops"]}
+                         for e, b in budgets["engines"].items()])
+
+
+def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
+    """Train stage 1 at the main chain's rate for ``N1`` steps, snapshotted at every budget a method needs.
+
+    Stage 1 stops where the main chain's did (its validation plateau, ``N1`` steps): a budget
+    above that cost gets the ``N1``-step network, which spends less than the budget.
+
+    Reads ``budgets.json`` (the ``calibrate`` job's; calibrates first if it is missing) and
+    writes the run into ``ctx.stage1_dir / 'lr_1'`` (snapshots + manifest) and ``lr_search.csv``
+    (one row: the validation AbsRel of the reference stage 1, ``N1`` steps). Returns that table.
+    """
+    cfg, st, root = ctx.cfg, ctx.settings, Path(ctx.stage1_dir)
+    if not (root / "budgets.json").exists():
+        run_calibrate_job(ctx)
+    info = json.loads((root / "budgets.json").read_text())
+    budgets, calib = info["budgets"], info["calibration"]
+    train_set = ctx.dataset("train", flip=True)
+    ref = reference_stage1_target(budgets, st)
+    targets = stage1_targets(budgets, st) + [ref]
+    model = _new_depthnet(cfg, ctx.seed)
+    lr = cfg.stage1.lr
+    man = train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": lr}], train_set,
+                               targets=targets, work=root / "lr_1", seed=ctx.seed,
+                               batch_size=cfg.stage1.batch_size, steps_cap=st.stage1_steps, final_at_cap=True,
+                               loss_fn=_depth_loss(cfg), weight_decay=cfg.stage1.weight_decay,
+                               checkpoint_every=cfg.stage1.checkpoint_every, progress=ctx.progress, desc="stage1")
+    model.load_state_dict(load_snapshot(root / "lr_1", man[ref.key])["state_dict"])
+    table = pd.DataFrame([{"seed": ctx.seed, "lr_mult": 1.0, "lr": lr,
+                           "val_abs_rel": _val_abs_rel(model, ctx.dataset("val"), cfg, st),
+                           "ref_step": man[ref.key]["step"], "chosen": True}])
+    write_csv(table, root / "lr_search.csv")
     return table
 
 
@@ -133,8 +133,8 @@ def load_stage1(stage1_dir: Path, settings: Settings, seed: int, engine: str) ->
         raise BudgetProtocolError(f"{p} was written for seed {info['seed']}, this job is seed {seed}")
     mine = dataclasses.asdict(settings)
     theirs = info["settings"]
-    diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps",
-                                                   "lr_grid", "lr_search") if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
+    diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps")
+            if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
     if diff:
         raise BudgetProtocolError(f"{p} was made with other budget settings {diff}; rerun the stage-1 job")
     if engine not in info["budgets"]["engines"]:
@@ -193,12 +193,14 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
         if net is None:
             return None, None, None
         tag = f"m{mult:g}_s{entry['step']}"
+        steps = stage2_step_cap(budgets, info["calibration"], cfg.dko.steps, engine, axis, frac, entry,
+                                budgets["engines"][engine]["finetune"] if finetune else None)
         array, gain, c2 = run_stage2(cfg, net.conv1_weight().detach().clone(), engine, cfg.dko.lr * mult,
-                                     st.dko_steps, ctx.seed, work / f"stage2_{tag}", ctx.progress)
+                                     steps, ctx.seed, work / f"stage2_{tag}_n{steps}", ctx.progress)
         model = hybrid_from_dko(net, array, gain, cfg.optics, "crop", engine)
         cost = _add(entry, c2)
         if finetune:
-            ft_dir = work / f"ft_{tag}"
+            ft_dir = work / f"ft_{tag}_n{steps}"  # one fine-tune per stage-2 design
             done = ft_dir / "model.pt"
             if done.exists():
                 obj = load_torch(done, map_location="cpu")
@@ -222,7 +224,7 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
                                       f"rate can be selected; raise budget.stage1_steps or lower budget.dko_steps / "
                                       f"budget.finetune_steps")
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(model, val, cfg, st)})
-    best = _pick(search)
+    best = pick_lr_mult(search, st.lr_tie_rel)
     _write_search(search, best, work)
     rows = []
     for axis in st.axes:
@@ -235,9 +237,17 @@ def run_dko_job(ctx: JobContext, engine: str, finetune: bool = False) -> pd.Data
     return to_frame(rows)
 
 
-def _pick(search: list[dict]) -> float:
-    t = pd.DataFrame(search).sort_values(["val_abs_rel", "lr_mult"])
-    return float(t.iloc[0]["lr_mult"])
+def stage2_step_cap(budgets: dict, calib: dict, cap: int, engine: str, axis: str, frac: float, entry: dict,
+                    finetune: dict | None = None) -> int:
+    """Stage-2 steps a DKO design at ``frac x C_ref`` may run: what its budget has left after its
+    stage-1 snapshot (``entry``) and fine-tune, at the calibrated cost per step, capped by ``cap``
+    (``dko.steps``; the stopping rule may end it earlier). At least 1."""
+    field = _axis_field(axis)
+    left = frac * budgets["engines"][engine]["c_ref"][field] - float(entry[field])
+    if finetune is not None:
+        left -= float(finetune[field])
+    per = float(calib["stage2_step"][engine][field])
+    return int(max(1, min(int(cap), math.floor(left / per + 1e-9))))
 
 
 def _write_search(search: list[dict], best: float, work: Path) -> None:
@@ -298,7 +308,7 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
         model, man = run(mult, ref_key)
         search.append({"lr_mult": mult, "val_abs_rel": _val_abs_rel(snapshot_model(model, mult, man, ref_key),
                                                                     val, cfg, st)})
-    best = _pick(search)
+    best = pick_lr_mult(search, st.lr_tie_rel)
     _write_search(search, best, work)
     model, man = run(best, None)
     rows = []
@@ -312,21 +322,38 @@ def run_e2e_job(ctx: JobContext, engine: str, warm: bool = False) -> pd.DataFram
     return to_frame(rows)
 
 
+SEARCH_KEYS = ("lr_grid", "lr_search", "lr_tie_rel")
+"""Budget settings that decide which learning-rate multipliers are tried and which one is chosen.
+No run's state depends on them (each multiplier's run has its own subfolder, named after it), so
+they are not part of a job's stamp: widening the grid keeps the runs of an unfinished job (a
+finished job has deleted its snapshots, so a rerun retrains them)."""
+
+
+def _without_search_keys(stamp: dict) -> dict:
+    out = copy.deepcopy(stamp)
+    for section in (out.get("settings"), (out.get("config") or {}).get("budget")):
+        for key in SEARCH_KEYS:
+            if isinstance(section, dict):
+                section.pop(key, None)
+    return out
+
+
 def job_stamp(method: str, ctx: JobContext, engine: str | None) -> dict:
     """What a job's resumable state depends on (see :func:`~dkolib.study.snapshots.claim_folder`)."""
-    return {"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
-            "settings": dataclasses.asdict(ctx.settings), "config": ctx.cfg.to_dict()}
+    return _without_search_keys({"method": method, "engine": engine, "seed": int(ctx.seed), "lr_mult": ctx.lr_mult,
+                                 "settings": dataclasses.asdict(ctx.settings), "config": ctx.cfg.to_dict()})
 
 
 def run_job(method: str, ctx: JobContext, engine: str | None = None) -> pd.DataFrame:
-    """Dispatch one job of the experiment (``stage1`` or one of :data:`~dkolib.study.protocol.METHODS`)."""
+    """Dispatch one job of the experiment (``calibrate``, ``stage1`` or one of :data:`~dkolib.study.protocol.METHODS`)."""
     if method not in JOBS:
         raise ValueError(f"method must be one of {JOBS}, got {method!r}")
-    if method != "stage1" and engine not in ("fast", "reference"):
+    if method not in SEED_JOBS and engine not in ("fast", "reference"):
         raise ValueError(f"engine must be 'fast' or 'reference', got {engine!r}")
-    claim_folder(ctx.stage1_dir if method == "stage1" else ctx.work, job_stamp(method, ctx, engine))
-    if method == "stage1":
-        return run_stage1_job(ctx)
+    if method in SEED_JOBS:  # one folder per seed, shared by the two
+        claim_folder(ctx.stage1_dir, job_stamp("stage1", ctx, None), normalize=_without_search_keys)
+        return run_calibrate_job(ctx) if method == "calibrate" else run_stage1_job(ctx)
+    claim_folder(ctx.work, job_stamp(method, ctx, engine), normalize=_without_search_keys)
     if method == "electronic":
         return run_electronic_job(ctx, engine)
     if method in ("dko", "dko_ft"):

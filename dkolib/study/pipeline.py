@@ -224,13 +224,18 @@ def ensure_costs(path: Path | None = None) -> pd.DataFrame:
 def equal_budget_jobs(cfg: Config) -> list[tuple[str, str]]:
     """The (method, engine) jobs of the equal-budget experiment, run for every seed.
 
-    Every method runs with the fast engine; where ``budget.engines`` lists the
-    reference engine (the paper's kind of simulator), the pair the claim is about
+    Every method of ``budget.methods`` runs with the fast engine; where ``budget.engines``
+    lists the reference engine (the paper's kind of simulator), the pair the claim is about
     (DKO and E2E from scratch) and the electronic bound run with it as well.
     """
     from .protocol import METHODS
 
-    jobs = [(m, "fast") for m in METHODS]
+    methods = tuple(getattr(cfg.budget, "methods", METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not {"electronic", "dko", "e2e_scratch"} <= set(methods):
+        raise ValueError(f"budget.methods must be a subset of {METHODS} that holds electronic, dko and e2e_scratch "
+                         f"(the bound and the pair the claim is about), got {list(methods)}")
+    jobs = [(m, "fast") for m in METHODS if m in methods]
     if "reference" in cfg.budget.engines:
         jobs += [("electronic", "reference"), ("dko", "reference"), ("e2e_scratch", "reference")]
     return jobs
@@ -244,14 +249,15 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
     (``workflow/equal_budget.smk``); this path is for a notebook on a fresh clone.
     """
     from .jobs import JobContext, run_job
-    from .protocol import chosen_lr_mult, lr_source, settings_from_config
+    from .protocol import chosen_lr_mult, lr_source, resolve_reference_run, settings_from_config
     from .snapshots import cleanup_snapshots
     from .stats import combine, summarize
 
     paths = paths or ProfilePaths(cfg.profile)
     runs_path, summary_path = paths.results / "equal_budget.csv", paths.results / "equal_budget_summary.csv"
     if not (runs_path.exists() and summary_path.exists()):
-        settings = settings_from_config(cfg)
+        ensure_designs(cfg, ("electronic", "dko"), paths, progress=progress)  # the budget unit: the main chain's DKO run
+        settings = resolve_reference_run(settings_from_config(cfg), paths.results)
         frames, selected = [], {}  # selected: method -> lr multiplier chosen on the search seed
         for seed in settings.seeds:  # the search seed (the first) runs first
             seed_cfg = cfg.replace({"seed": seed, "threads": 1})

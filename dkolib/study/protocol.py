@@ -9,31 +9,39 @@ experiment's :class:`Settings` (from ``cfg.budget``), learning-rate reuse across
 :mod:`~dkolib.study.jobs` (the jobs), :mod:`~dkolib.study.stats` (merging and summary) and
 :mod:`~dkolib.study.figures` (plots).
 
-Protocol (fixed in code before any result was looked at)
--------------------------------------------------------
+Protocol (revised once: the first version's budget unit was 5 % of a trained stage 1, so it
+compared networks that had barely started to learn; the unit is now the main chain's DKO run)
+----------------------------------------------------------------------------------------------
 Methods
   * ``electronic``  -- the stage-1 network alone (no optics): the upper bound.
   * ``dko``         -- stage 1, then stage 2 (metasurface synthesis, :func:`dkolib.dko.synthesis.synthesize`)
-    and the closed-form per-channel gain (``SynthesisResult.gain``).
+    and the closed-form gain of ``optics.gain``'s model (per metasurface or per output channel).
   * ``dko_ft``      -- ``dko`` plus a fixed-length fine-tune of the electronic back end with the
     optics frozen (``budget.finetune_steps`` steps, crop front end, depth loss).
   * ``e2e_scratch`` -- metasurfaces + network trained jointly from random init, the PSF engine
     simulating every metasurface in every step, crop-kernel front end (the paper's E2E);
     the gain is a trainable parameter initialised to the reference kernel norm (as ``train.run_e2e``).
   * ``e2e_warm``    -- the same, the network warm-started from the stage-1 network (the
-    reference stage 1 of the same seed, ``budget.stage1_steps`` steps); its meter starts
+    reference stage 1 of the same seed, ``N1`` steps); its meter starts
     at that stage 1's cost, so it has no point below it.
 
 Budgets
-  The reference cost ``C_ref(engine)`` is the cost of one full DKO run: ``N1`` stage-1
-  steps + ``N2`` stage-2 steps (``budget.stage1_steps``, ``budget.dko_steps``). It is
-  calibrated at the start of the per-seed ``stage1`` job by timing a few steps of each
-  component on this machine with this job's thread count (median wall seconds per step;
+  The reference cost ``C_ref(engine)`` is the cost of the main chain's DKO run: its stage 1
+  trained to the validation plateau (``N1`` steps, ``stage1.plateau_patience``) plus its
+  stage 2 to the stopping rule (``N2`` steps, ``dko.stop_window``), read from
+  ``results/<profile>/{stage1/log.csv, dko/summary.csv}`` (:func:`main_chain_steps`; explicit
+  ``budget.stage1_steps`` / ``budget.dko_steps`` override them). The first seed's stage 1 is
+  the main chain's (the same run, bit for bit), so its 1x DKO point is the main chain's design
+  where DKO's search keeps the base rate, and the ladder's multiples are multiples of a trained
+  network. It is calibrated by the per-seed ``calibrate`` job, which times a few steps
+  of each component on this machine with this job's thread count (median wall seconds per step;
   FLOPs are exact: network steps counted by ``FlopCounterMode`` through
   :func:`dkolib.dko.train.train_loop`, PSF simulations analytically). The ladder is
-  ``budget.ladder_fractions x C_ref`` on two axes, ``wall`` (seconds) and ``flops``;
-  a design is *snapshotted on one axis* (column ``budget_axis``) and both its nominal
-  budgets and what it actually spent (``spent_s``, ``cpu_s``, ``spent_flops``) are logged.
+  ``budget.ladder_fractions x C_ref`` on the axes ``budget.axes``: ``flops`` (machine-independent,
+  so a rerun reproduces every snapshot) and/or ``wall`` (seconds); a design is *snapshotted on
+  one axis* (column ``budget_axis``) and both its nominal budgets and what it actually spent
+  (``spent_s``, ``cpu_s``, ``spent_flops``) are logged, so a FLOP-axis design also reports the
+  wall clock it took.
   Only training computation is charged (data loading, forward, backward, optimizer,
   optical simulation); evaluation, checkpoint I/O and learning-rate selection are not
   (they are identical for every method). Wall-clock budgets assume an unshared core per
@@ -49,46 +57,55 @@ Truncation = snapshot
   repeated resumed ``train_loop`` calls, each up to the next pending budget, and the
   model is saved whenever a budget is crossed (:func:`dkolib.study.snapshots.train_with_snapshots`).
 
+Stage 1 stops at its plateau
+  Every seed's stage 1 trains to its budget or ``N1`` steps (the main chain's plateau),
+  whichever comes first: an ``electronic`` budget above the cost of ``N1`` steps (and a DKO
+  budget whose stage-1 share is above it) reads the ``N1``-step network and spends less than
+  its budget (the ``spent_*`` columns). The main chain does not train past its plateau either,
+  and training every seed on to 4x would cost about as much as a second E2E ladder.
+
 DKO at budget B
   The DKO point at B uses the stage-1 snapshot at ``B - S2`` (``dko``) or
-  ``B - S2 - FT`` (``dko_ft``), where ``S2`` and ``FT`` are the calibrated costs of
+  ``B - S2 - FT`` (``dko_ft``), or at ``N1`` steps if that comes first, where ``S2`` and ``FT`` are the calibrated costs of
   stage 2 and of the fine-tune; stage 2 (and the fine-tune) is then run on it and its
-  *measured* cost is added to the stage-1 snapshot's cost. A method that cannot fit a
+  *measured* cost is added to the stage-1 snapshot's cost. Stage 2 stops by its rule, capped
+  by ``dko.steps`` and by what the budget has left at the calibrated cost per step
+  (:func:`dkolib.study.jobs.stage2_step_cap`), so no design spends more than its budget plus
+  one step. A method that cannot fit a
   budget (``B <= S2`` for DKO, ``B <= S2 + FT`` for dko_ft, ``B <= S1`` for e2e_warm) has
   no point there: no row is written.
 
 Learning rates
-  Each method searches the same multipliers ``budget.lr_grid`` of its own base rates,
-  one multiplier scaling all the rates the method itself trains with:
-  stage 1 (``stage1.lr``, shared by electronic / dko / dko_ft / e2e_warm and selected
-  at the end of the reference stage 1), DKO (``dko.lr``), DKO-FT (``dko.lr`` and
-  ``dko.finetune_lr``), E2E (``e2e.lr_net`` and ``e2e.lr_optics``). The multiplier is
-  chosen on the VALIDATION split (crop evaluation, AbsRel) at the reference budget
-  (fraction 1.0 on the FLOP axis, whose snapshots do not depend on the machine's speed,
-  so the choice is reproducible; else on the first axis); only the chosen run is continued to larger
-  budgets and reported, on the TEST split. With ``budget.lr_search: first_seed`` the
-  search runs once per method, on the first of ``budget.seeds`` with the fast engine, and
-  every other seed and the reference engine reuse that multiplier (:func:`lr_source`):
-  the search then costs the same for every method and is not repeated per seed. The
-  two engines compute the same PSFs (to ~5e-4), so the rate that suits one suits the
-  other; only their costs differ. With ``every_seed`` each job searches for itself.
+  Stage 1 trains at ``stage1.lr``, the main chain's rate (the run that defines the budget unit;
+  the main chain itself is not searched either). Every other method searches the same
+  multipliers ``budget.lr_grid`` of its own base rates, one multiplier scaling all the rates
+  the method itself trains with: DKO (``dko.lr``), DKO-FT (``dko.lr`` and ``dko.finetune_lr``),
+  E2E (``e2e.lr_net`` and ``e2e.lr_optics``). The multiplier is chosen on the VALIDATION split
+  (crop evaluation, AbsRel) at the reference budget (fraction 1.0 on the FLOP axis, whose
+  snapshots do not depend on the machine's speed, so the choice is reproducible; else on the
+  first axis), and a multiplier must beat the base one (1) by more than ``budget.lr_tie_rel``
+  (relative, about the seed-to-seed spread) to be chosen (:func:`pick_lr_mult`): a tie never
+  decides a result. Only the chosen run is continued to larger budgets and reported, on the
+  TEST split. With ``budget.lr_search: first_seed`` the search runs once per method, on the
+  first of ``budget.seeds`` with the fast engine, and every other seed and the reference engine
+  reuse that multiplier (:func:`lr_source`). With ``every_seed`` each job searches for itself.
   Selection cost is not charged to any budget.
 
 Evaluation
   Every design at every budget: ``eval='crop'`` (idealised k x k kernel) and
   ``eval='full_psf'`` (sensor image rendered with the whole PSF window, the gain unchanged),
-  plus ``'full_psf_noise'`` at the largest budget when ``budget.noise_eval`` is true,
+  plus ``'full_psf_noise'`` (sensor noise) when ``budget.noise_eval`` is true,
   all on the first ``budget.eval_items`` test images (:func:`dkolib.dko.evaluation.evaluate_design`).
 
 Jobs (independent, single-threaded; see ``scripts/run_equal_budget.py``)
-  ``stage1`` per seed writes calibration, budgets and stage-1 snapshots into a shared
-  folder; ``electronic | dko | dko_ft | e2e_scratch | e2e_warm`` per (engine, seed) read
+  ``calibrate`` per seed writes calibration and budgets into a shared folder, ``stage1``
+  the stage-1 snapshots beside them (``e2e_scratch`` needs only the budgets); ``electronic | dko | dko_ft | e2e_scratch | e2e_warm`` per (engine, seed) read
   it and write one CSV each; ``scripts/summarize_equal_budget.py`` merges them
   (:func:`dkolib.study.stats.summarize`).
 
 Budget-specific configuration keys read here (with fallbacks so the code runs before
-they exist): ``budget.stage1_steps`` (-> ``stage1.steps``), ``budget.dko_steps``
-(-> ``dko.steps``), ``budget.finetune_steps`` (-> ``dko.finetune_steps``),
+they exist): ``budget.stage1_steps`` / ``budget.dko_steps`` (0 -> the main chain's counts),
+``budget.finetune_steps`` (-> ``dko.finetune_steps``), ``budget.lr_tie_rel`` (-> 0),
 ``budget.eval_items`` (-> all), ``budget.axes`` (-> ``('wall', 'flops')``),
 ``budget.noise_eval`` (-> False), ``budget.calib_steps`` (-> 3).
 """
@@ -96,7 +113,7 @@ they exist): ``budget.stage1_steps`` (-> ``stage1.steps``), ``budget.dko_steps``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Iterable
 
@@ -106,7 +123,9 @@ from ..dko.budget import BudgetMeter
 
 
 METHODS = ("electronic", "dko", "dko_ft", "e2e_scratch", "e2e_warm")
-JOBS = ("stage1",) + METHODS
+SEED_JOBS = ("calibrate", "stage1")
+"""The per-seed jobs that share one folder (``--stage1-dir``) and need no engine."""
+JOBS = SEED_JOBS + METHODS
 AXES = ("wall", "flops")
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 REQUIRED_COLUMNS = ("method", "engine", "seed", "budget_s", "budget_flops") + METRICS + ("eval",)
@@ -138,6 +157,7 @@ class Settings:
     noise_eval: bool
     calib_steps: int
     lr_search: str = "first_seed"
+    lr_tie_rel: float = 0.0
 
     @property
     def lr_search_seed(self) -> int:
@@ -176,25 +196,45 @@ def settings_from_config(cfg) -> Settings:
         raise ValueError("budget.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
     return Settings(
         fractions=fractions, seeds=tuple(int(s) for s in b.seeds), engines=tuple(b.engines), lr_grid=lr_grid,
-        axes=axes, stage1_steps=int(getattr(b, "stage1_steps", cfg.stage1.steps)),
-        dko_steps=int(getattr(b, "dko_steps", cfg.dko.steps)),
+        axes=axes, stage1_steps=int(getattr(b, "stage1_steps", 0)),
+        dko_steps=int(getattr(b, "dko_steps", 0)),
         finetune_steps=int(getattr(b, "finetune_steps", cfg.dko.finetune_steps)),
         eval_items=None if eval_items in (None, 0) else int(eval_items),
         noise_eval=bool(getattr(b, "noise_eval", False)), calib_steps=int(getattr(b, "calib_steps", 3)),
-        lr_search=lr_search)
+        lr_search=lr_search, lr_tie_rel=float(getattr(b, "lr_tie_rel", 0.0)))
+
+
+def main_chain_steps(results_dir: str | Path) -> tuple[int, int]:
+    """``(N1, N2)``: the steps the main chain's stage 1 (its plateau rule) and stage 2 (its stopping
+    rule) ran, from ``<results_dir>/stage1/log.csv`` and ``<results_dir>/dko/summary.csv``."""
+    results_dir = Path(results_dir)
+    log, summary = results_dir / "stage1" / "log.csv", results_dir / "dko" / "summary.csv"
+    for p, what in ((log, "stage1"), (summary, "dko")):
+        if not p.exists():
+            raise BudgetProtocolError(f"{p} is missing: the budget unit is the main chain's DKO run, so run it first "
+                                      f"(snakemake --cores 4 {p}), or set budget.stage1_steps and budget.dko_steps")
+    n1 = int(pd.read_csv(log, usecols=["step"])["step"].max())
+    n2 = int(pd.read_csv(summary)["steps"].iloc[0])
+    return n1, n2
+
+
+def resolve_reference_run(settings: Settings, results_dir: str | Path) -> Settings:
+    """``settings`` with ``stage1_steps`` / ``dko_steps`` of 0 replaced by the main chain's counts."""
+    if settings.stage1_steps > 0 and settings.dko_steps > 0:
+        return settings
+    n1, n2 = main_chain_steps(results_dir)
+    return replace(settings, stage1_steps=settings.stage1_steps or n1, dko_steps=settings.dko_steps or n2)
 
 
 def lr_source(settings: Settings, method: str, engine: str | None, seed: int) -> tuple | None:
     """The job whose selected lr multiplier this job reuses, as ``(method, engine, seed)``; None = search here.
 
     ``electronic`` trains nothing of its own (it evaluates stage-1 snapshots): always None.
-    The stage-1 job of the search seed searches; the other seeds reuse it (engine None).
+    Stage 1 trains at the main chain's rate (the run that defines the budget unit): None.
     """
-    if method == "electronic" or settings.lr_search == "every_seed":
+    if method == "electronic" or method in SEED_JOBS or settings.lr_search == "every_seed":
         return None
     first = settings.lr_search_seed
-    if method == "stage1":
-        return None if seed == first else ("stage1", None, first)
     if seed == first and engine == "fast":
         return None
     return (method, "fast", first)
@@ -290,9 +330,22 @@ def e2e_targets(budgets: dict, settings: Settings, engine: str, start: dict | No
 
 def evals_for(fraction: float, settings: Settings) -> tuple:
     ev = ("crop", "full_psf")
-    if settings.noise_eval and fraction == max(settings.fractions):
-        ev = ev + ("full_psf_noise",)
-    return ev
+    return ev + ("full_psf_noise",) if settings.noise_eval else ev
+
+
+def pick_lr_mult(search: list[dict], tie_rel: float = 0.0, base: float = 1.0) -> float:
+    """The multiplier with the lowest validation AbsRel, unless it beats ``base``'s by no more
+    than ``tie_rel`` (relative): then ``base``, so that noise never decides a committed result.
+    ``search``: ``[{"lr_mult", "val_abs_rel"}, ...]``; exact ties between non-base multipliers go to the smaller one; without ``base`` in ``search``
+    the best multiplier is taken as it is."""
+    t = pd.DataFrame(search).sort_values(["val_abs_rel", "lr_mult"])
+    best = float(t.iloc[0]["lr_mult"])
+    at_base = t[t["lr_mult"] == base]
+    if len(at_base) and best != base:
+        b, v = float(at_base["val_abs_rel"].iloc[0]), float(t.iloc[0]["val_abs_rel"])
+        if b - v <= tie_rel * b:
+            return float(base)
+    return best
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:

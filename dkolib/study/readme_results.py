@@ -94,10 +94,41 @@ def dag_section(paths: ProfilePaths) -> str:
         return ""
     total = timing[timing["rule"] == "TOTAL"].iloc[0]
     rules = timing[timing["rule"] != "TOTAL"][["rule", "n_jobs", "job_s_sum", "job_s_max"]]
-    return (f"### Pipeline wall time (`dag_timing.csv`)\n\n"
-            f"The last recorded full run of this profile took {_fmt(total['wall_s'] / 60, 3)} min wall clock "
+    segments = int(total["segments"]) if "segments" in total and pd.notna(total["segments"]) else 1
+    resumed = ("" if segments <= 1 else
+               f" in {segments} starts (stopped and resumed; the time between them is not counted, and a "
+               f"resumed job's own time covers only its last start)")
+    kind = "full run" if "eb_summary" in set(rules["rule"]) else "run (a part of the pipeline: the rules below)"
+    text = (f"### Pipeline wall time (`dag_timing.csv`)\n\n"
+            f"The last recorded {kind} of this profile took {_fmt(total['wall_s'] / 60, 3)} min wall clock{resumed} "
             f"for {int(total['n_jobs'])} jobs ({_fmt(total['job_s_sum'] / 60, 3)} min of job time, "
             f"two single-threaded jobs at a time). Per rule, in seconds:\n\n" + _table(rules) + "\n")
+    e2e = ""
+    if "eb_e2e" in set(rules["rule"]):  # the recorded run trained E2E's ladder
+        e2e = e2e_ladder_text(_read(paths.results / "equal_budget.csv"), float(total["wall_s"]))
+    return text + ("\n" + e2e + "\n" if e2e else "")
+
+
+def e2e_ladder_text(runs: pd.DataFrame | None, run_wall_s: float, cores: int = 2) -> str:
+    """What E2E's ladder costs: the training seconds of E2E from scratch (fast engine, first budget
+    axis) at the top of the ladder, per seed and summed, against the run's wall time on ``cores``
+    cores. Its learning-rate search is not included. Empty when the table has no such rows."""
+    if runs is None or not len(runs) or "spent_s" not in runs:
+        return ""
+    e2e = runs[(runs["method"] == "e2e_scratch") & (runs["engine"] == "fast") & (runs["eval"] == "crop")]
+    if "budget_axis" in e2e and len(e2e):
+        e2e = e2e[e2e["budget_axis"] == e2e["budget_axis"].iloc[0]]
+    if not len(e2e):
+        return ""
+    top = float(e2e["budget_fraction"].max())
+    per_seed = e2e[e2e["budget_fraction"] == top].groupby("seed")["spent_s"].max()
+    total = float(per_seed.sum())
+    share = total / cores / run_wall_s
+    lead = "Most of that is E2E" if share > 0.5 else "E2E's share"
+    return (f"{lead}: trained from scratch to {_fmt(top, 3)}x C_ref, it spends "
+            f"{_fmt(float(per_seed.median()) / 60, 3)} min per seed (median; {_fmt(total / 3600, 3)} h for "
+            f"{len(per_seed)} seeds, its learning-rate search not counted), {_fmt(total / cores / 60, 3)} min of "
+            f"the run's {_fmt(run_wall_s / 60, 3)} min on {cores} cores ({_fmt(share * 100, 2)} %).")
 
 
 def stage1_section(paths: ProfilePaths) -> str:
@@ -231,9 +262,37 @@ def operating_point_sentence(table: pd.DataFrame, ideal: pd.Series | None = None
     own = dko[dko["profile_weight"].astype(bool)] if "profile_weight" in dko else dko.iloc[:0]
     if len(own):
         text += f" The profile uses weight {_fmt(float(own.index[0]))}."
+        text += _significance_text(dko)
     if ideal is not None and "full_psf_noise" in ideal:
         text += f" The same network through ideal optics reads {_fmt(float(ideal['full_psf_noise']))} under the same noise."
     return text
+
+
+def _significance_text(noisy: pd.DataFrame) -> str:
+    """Whether any weight reads significantly better under noise than the profile's (paired intervals)."""
+    if "diff_ci_hi" not in noisy or noisy["diff_ci_hi"].isna().all():
+        return ""
+    others = noisy[~noisy["profile_weight"].astype(bool)]
+    better = others[others["diff_ci_hi"] < 0]
+    n = int(noisy["n_images"].iloc[0]) if "n_images" in noisy else None
+    imgs = f" ({n} images)" if n else ""
+    if len(better):
+        w = float(better["noisy_abs_rel_minus_profile"].idxmin())
+        r = better.loc[w]
+        return (f" Paired image by image{imgs}, weight {_fmt(w)} reads significantly better than the profile's: "
+                f"AbsRel {_signed(r['noisy_abs_rel_minus_profile'])} (95 % CI {_signed(r['diff_ci_lo'])} to "
+                f"{_signed(r['diff_ci_hi'])}).")
+    w = float(others["noisy_abs_rel_minus_profile"].idxmin()) if len(others) else None
+    if w is None:
+        return ""
+    r = others.loc[w]
+    return (f" Paired image by image{imgs}, no weight reads significantly better than the profile's (closest: "
+            f"weight {_fmt(w)}, AbsRel {_signed(r['noisy_abs_rel_minus_profile'])}, 95 % CI "
+            f"{_signed(r['diff_ci_lo'])} to {_signed(r['diff_ci_hi'])}), so the profile keeps its weight.")
+
+
+def _signed(x) -> str:
+    return f"{float(x):+.3g}"
 
 
 def tolerance_section(paths: ProfilePaths) -> str:

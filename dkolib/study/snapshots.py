@@ -42,7 +42,7 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
                          work: Path, seed: int, batch_size: int, steps_cap: int, loss_fn: Callable,
                          weight_decay: float, extra_step_flops: float = 0.0, initial: dict | None = None,
                          stop_after: str | None = None, checkpoint_every: int = 0, progress: bool = True,
-                         desc: str = "train") -> dict:
+                         desc: str = "train", final_at_cap: bool = False) -> dict:
     """Advance one constant-lr run through ``targets``, saving the model whenever one is crossed.
 
     The run lives in ``work`` (``ckpt.pt``, ``log.csv``, ``snap_<step>.pt`` and the manifest
@@ -58,6 +58,9 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
         initial: meter state the run starts from (e.g. the stage-1 cost of a warm start);
             ignored when resuming (the checkpoint holds the meter).
         stop_after: return as soon as this target key has been saved (later targets stay pending).
+        final_at_cap: the run ends at ``steps_cap`` steps; targets it has not reached by then
+            get its final state (a run trained to a fixed length that spends less than those
+            budgets). Without it, reaching the cap first is an error (the cap was too low).
     Returns the manifest.
     """
     from ..dko.train import train_loop
@@ -66,11 +69,14 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
     work.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(work)
     missing = sorted(k for k, e in manifest.items() if not (work / e["file"]).exists())
-    if missing and (stop_after is None or stop_after in missing):
+    past_cap = sorted(k for k, e in manifest.items() if final_at_cap and int(e["step"]) > steps_cap)
+    if past_cap or (missing and (stop_after is None or stop_after in missing)):
         # the folder's state cannot be resumed (snapshots deleted, or a manifest copied without
-        # them): the checkpoint may lie past the missing points, so the run starts over
-        warnings.warn(f"{work}: snapshots {missing} listed in {_manifest_path(work).name} are missing; "
-                      f"restarting this run from scratch", RuntimeWarning, stacklevel=2)
+        # them: the checkpoint may lie past the missing points), or it belongs to a run that went
+        # on past this run's end: the run starts over
+        why = (f"snapshots {missing} listed in {_manifest_path(work).name} are missing" if not past_cap else
+               f"snapshots {past_cap} lie past this run's last step ({steps_cap})")
+        warnings.warn(f"{work}: {why}; restarting this run from scratch", RuntimeWarning, stacklevel=2)
         for f in [_manifest_path(work), work / "ckpt.pt", work / "log.csv", *work.glob("snap_*.pt")]:
             f.unlink(missing_ok=True)
         manifest = {}
@@ -87,12 +93,14 @@ def train_with_snapshots(model: nn.Module, param_groups: Callable[[], list], dat
                           weight_decay=weight_decay, lr_decay_at=None, eval_fn=None,
                           checkpoint_every=checkpoint_every, budget=meter, max_seconds=lim["wall"],
                           max_flops=lim["flops"], extra_step_flops=extra_step_flops, progress=progress, desc=desc)
+        step = int(hist["step"].iloc[-1]) if len(hist) else 0
         crossed = [t for t in pending if t.crossed(meter)]
+        if not crossed and final_at_cap and step >= steps_cap:
+            crossed = list(pending)
         if not crossed:
             raise BudgetProtocolError(
                 f"{desc}: the run hit its step cap ({steps_cap}) before reaching budget "
                 f"{min(pending, key=lambda t: t.value)}; raise the cap")
-        step = int(hist["step"].iloc[-1]) if len(hist) else 0
         fname = f"snap_{step:07d}.pt"
         if not (work / fname).exists():
             save_torch({"state_dict": copy.deepcopy(model.state_dict()), "step": step,
@@ -112,19 +120,22 @@ JOB_STAMP = "job.json"
 """File in a job's folder naming the job and configuration its resumable state belongs to."""
 
 
-def claim_folder(folder: Path, stamp: dict) -> None:
+def claim_folder(folder: Path, stamp: dict, normalize: Callable[[dict], dict] | None = None) -> None:
     """Make ``folder`` this job's: keep its state only if it was written by the same job.
 
     A job resumes from what its folder holds (calibration, checkpoints, snapshot manifests).
     State written under another configuration, learning rate or seed, or of unknown origin
     (no stamp, e.g. files copied from another machine), would silently mix two runs, so the
-    folder is emptied first (with a warning) and the job starts over.
+    folder is emptied first (with a warning) and the job starts over. ``normalize`` maps a
+    stamp found in the folder to the form ``stamp`` has (it drops what no longer belongs in one).
     """
     folder = Path(folder)
     stamp = json.loads(json.dumps(stamp))  # tuples -> lists, as read back
     path = folder / JOB_STAMP
     if folder.exists() and any(folder.iterdir()):
         old = json.loads(path.read_text()) if path.exists() else None
+        if old is not None and normalize is not None:
+            old = json.loads(json.dumps(normalize(old)))
         if old == stamp:
             return
         why = "no job stamp" if old is None else "another job or configuration"

@@ -50,6 +50,22 @@ def n_distinct_resamples(n: int) -> int:
     return math.comb(2 * n - 1, n) if n else 0
 
 
+def paired_difference_ci(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired samples (e.g. the same test images read by two designs) and its
+    95 % percentile bootstrap interval, resampling the pairs with replacement. Returns
+    ``(mean, lo, hi)``; a single pair gives a point (``lo = hi = mean``)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired samples must be two 1-D arrays of the same non-zero length, got {a.shape}, {b.shape}")
+    d = a - b
+    point = float(d.mean())
+    if len(d) == 1:
+        return point, point, point
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
 def bootstrap_ratio(num: dict, den: dict, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, int]:
     """Ratio of means ``mean(num) / mean(den)`` over the seeds present in both, and a 95 %
     percentile bootstrap interval resampling those seeds (paired, with replacement).
