@@ -217,6 +217,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
     history: list[dict] = []
     start = 0
     stop_reason = "steps"
+    plateau = {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric, "eval_every": eval_every}
     if ckpt.exists():
         state = load_torch(ckpt, map_location="cpu")
         # the schedule is the decay step: at a constant rate ``steps`` only caps the run, so a
@@ -225,8 +226,6 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
             schedule_differs = state["decay_step"] != decay_step
         else:
             schedule_differs = state["steps"] != steps
-        plateau = {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
-                   "eval_every": eval_every}
         if (schedule_differs or state["batch_size"] != batch_size or state["seed"] != seed
                 or int(state["step"]) > steps or state.get("plateau", plateau) != plateau):
             raise ValueError(f"checkpoint {ckpt} was written for steps={state['steps']} (at step {state['step']}, "
@@ -257,9 +256,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                     "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                     "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
                     "step": step, "steps": steps, "decay_step": decay_step, "batch_size": batch_size,
-                    "seed": seed, "stop_reason": stop_reason,
-                    "plateau": {"patience": plateau_patience, "tol": plateau_tol, "metric": plateau_metric,
-                                "eval_every": eval_every}}, ckpt)
+                    "seed": seed, "stop_reason": stop_reason, "plateau": plateau}, ckpt)
         write_csv(pd.DataFrame(history), log_csv)
 
     def run_eval(step: int) -> None:
@@ -310,8 +307,9 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                 run_eval(step)
                 # only the scheduled evaluations: a run that ended between them evaluated once
                 # more at its end, which a run going on past that step never did
-                trace = metric_trace([h for h in history if h["step"] % eval_every == 0], plateau_metric)
-                if plateau_patience and plateau_reached(trace, plateau_patience, plateau_tol):
+                if plateau_patience and plateau_reached(
+                        metric_trace([h for h in history if h["step"] % eval_every == 0], plateau_metric),
+                        plateau_patience, plateau_tol):
                     stop_reason = "plateau"
                     break
             if checkpoint_every and step % checkpoint_every == 0 and step < steps:
