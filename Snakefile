@@ -17,7 +17,12 @@
 # `python scripts/dag_timing.py` turns both into dag_timing.csv and dag_jobs.csv.
 
 from dkolib.config import load_config
+from dkolib.cpupaths import pin_cpu_code_paths
 from dkolib.study.dagtiming import record_run
+
+# Every job computes on the same vector code paths on any x86-64 CPU, so a run reproduces
+# the committed results bit for bit on another machine (dkolib/cpupaths.py).
+pin_cpu_code_paths()
 
 PROFILE = config.get("profile", "default")
 CFG = load_config(PROFILE)
