@@ -172,9 +172,26 @@ def test_e2e_ladder_sentence_from_a_hand_table():
                              "seed": seed, "budget_fraction": frac, "spent_s": spent * share})
     rows.append({"method": "dko", "engine": "fast", "eval": "crop", "budget_axis": "flops", "seed": 0,
                  "budget_fraction": 4.0, "spent_s": 99999.0})
-    text = e2e_ladder_text(pd.DataFrame(rows), run_wall_s=7200.0)
+    text = e2e_ladder_text(pd.DataFrame(rows), run_wall_s=7200.0, cores=2)
     # per seed 50, 60, 55 min at 4x: median 55 min, 9900 s = 2.75 h, 4950 s = 82.5 min on 2 cores
     assert "to 4x C_ref" in text and "55 min per seed" in text and "2.75 h for 3 seeds" in text
     assert "82.5 min of the run's 120 min on 2 cores (69 %)" in text and text.startswith("Most of that is E2E")
-    assert e2e_ladder_text(pd.DataFrame(rows), run_wall_s=72000.0).startswith("E2E's share")
-    assert e2e_ladder_text(pd.DataFrame(rows[-1:]), 7200.0) == "" and e2e_ladder_text(None, 1.0) == ""
+    assert e2e_ladder_text(pd.DataFrame(rows), run_wall_s=72000.0, cores=2).startswith("E2E's share")
+    # on 4 cores the same 9900 s are 41.2 min of the run: 34 %
+    assert "41.2 min of the run's 120 min on 4 cores (34 %)" in e2e_ladder_text(pd.DataFrame(rows), 7200.0, cores=4)
+    assert e2e_ladder_text(pd.DataFrame(rows[-1:]), 7200.0, 2) == "" and e2e_ladder_text(None, 1.0, 2) == ""
+
+
+def test_readme_section_reads_the_cpu_slots_of_the_workflow_profile(run_folder, tmp_path):
+    from dkolib.study.readme_results import workflow_cpu_slots
+
+    paths = ProfilePaths("default", tmp_path)
+    assert workflow_cpu_slots(tmp_path) is None
+    write_csv(dagtiming.dag_timing(run_folder)[1], paths.results / "dag_timing.csv")
+    assert "CPU slots" not in dag_section(paths)
+    profile = tmp_path / "profiles" / "default" / "config.yaml"
+    profile.parent.mkdir(parents=True)
+    profile.write_text("resources:\n  cpu_slots: 3\nprintshellcmds: true\n")
+    assert workflow_cpu_slots(tmp_path) == 3
+    assert "job time, 3 CPU slots of `profiles/default/config.yaml`)" in dag_section(paths)
+    assert workflow_cpu_slots(ROOT) == 2  # the repository's own profile: two single-threaded jobs

@@ -87,6 +87,22 @@ def optics_section(root: Path) -> str:
             "the one shown:\n\n" + _table(out) + "\n")
 
 
+WORKFLOW_PROFILE = Path("profiles") / "default" / "config.yaml"
+"""Snakemake's workflow profile, loaded by every ``snakemake`` run in the repository root."""
+
+
+def workflow_cpu_slots(root: Path) -> int | None:
+    """``resources: cpu_slots`` of the workflow profile under ``root``: how many single-threaded
+    jobs ran at once (None when the profile or the setting is missing)."""
+    import yaml
+
+    path = Path(root) / WORKFLOW_PROFILE
+    if not path.exists():
+        return None
+    slots = (yaml.safe_load(path.read_text()) or {}).get("resources", {}).get("cpu_slots")
+    return int(slots) if slots is not None else None
+
+
 def dag_section(paths: ProfilePaths) -> str:
     """Wall time of the last recorded full run (``scripts/dag_timing.py`` after ``snakemake``)."""
     timing = _read(paths.results / "dag_timing.csv")
@@ -98,18 +114,20 @@ def dag_section(paths: ProfilePaths) -> str:
     resumed = ("" if segments <= 1 else
                f" in {segments} starts (stopped and resumed; the time between them is not counted, and a "
                f"resumed job's own time covers only its last start)")
+    slots = workflow_cpu_slots(paths.root)
+    at_once = f", {slots} CPU slots of `{WORKFLOW_PROFILE.as_posix()}`" if slots else ""
     kind = "full run" if "eb_summary" in set(rules["rule"]) else "run (a part of the pipeline: the rules below)"
     text = (f"### Pipeline wall time (`dag_timing.csv`)\n\n"
             f"The last recorded {kind} of this profile took {_fmt(total['wall_s'] / 60, 3)} min wall clock{resumed} "
-            f"for {int(total['n_jobs'])} jobs ({_fmt(total['job_s_sum'] / 60, 3)} min of job time, "
-            f"two single-threaded jobs at a time). Per rule, in seconds:\n\n" + _table(rules) + "\n")
+            f"for {int(total['n_jobs'])} jobs ({_fmt(total['job_s_sum'] / 60, 3)} min of job time{at_once}). "
+            f"Per rule, in seconds:\n\n" + _table(rules) + "\n")
     e2e = ""
-    if "eb_e2e" in set(rules["rule"]):  # the recorded run trained E2E's ladder
-        e2e = e2e_ladder_text(_read(paths.results / "equal_budget.csv"), float(total["wall_s"]))
+    if "eb_e2e" in set(rules["rule"]) and slots:  # the recorded run trained E2E's ladder
+        e2e = e2e_ladder_text(_read(paths.results / "equal_budget.csv"), float(total["wall_s"]), cores=slots)
     return text + ("\n" + e2e + "\n" if e2e else "")
 
 
-def e2e_ladder_text(runs: pd.DataFrame | None, run_wall_s: float, cores: int = 2) -> str:
+def e2e_ladder_text(runs: pd.DataFrame | None, run_wall_s: float, cores: int) -> str:
     """What E2E's ladder costs: the training seconds of E2E from scratch (fast engine, first budget
     axis) at the top of the ladder, per seed and summed, against the run's wall time on ``cores``
     cores. Its learning-rate search is not included. Empty when the table has no such rows."""
