@@ -404,7 +404,9 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
     # ... and never more than one of its own steps over it (stage 2 is capped by what is left)
     calib = info["calibration"]
     s1_step, s2_step = calib["stage1_step"]["flops"], calib["stage2_step"]["fast"]["flops"]
-    gain_fit = e["stage2"]["flops"] / info["settings"]["dko_steps"]  # < one step: the gain fit's one PSF
+    # the gain fit simulates the array once, forward only; a stage-2 step is at least that forward,
+    # its backward (twice a forward) and no less, so the fit costs at most a third of a step
+    gain_fit = s2_step / 3.0
     assert (f["spent_flops"] <= f["budget_flops"] + max(s1_step, s2_step) + gain_fit).all()
     e2e_step = (ef["spent_flops"] / ef["steps"]).max()
     assert (ef["spent_flops"] < ef["budget_flops"] + e2e_step).all()
