@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dkolib.cpupaths import PINNED_ENV, pin_cpu_code_paths
+from dkolib.cpupaths import PINNED_ENV, X86_64, pin_cpu_code_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def _capability(env) -> str:
                           check=True).stdout.strip()
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+@pytest.mark.skipif(platform.machine().lower() not in X86_64, reason="x86-64 only")
 def test_torch_started_with_the_pin_runs_its_avx2_kernels():
     bare = {k: v for k, v in os.environ.items() if k not in PINNED_ENV}
     if _capability(bare) not in ("AVX2", "AVX512"):
