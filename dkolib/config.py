@@ -60,6 +60,12 @@ class OpticsConfig:
     the path of your own library CSV (relative to the project root; format and checks:
     ``dkolib.optics.metaatoms.load_atom``)."""
     engine: str = field(default="fast", metadata=_range(choices=("fast", "reference")))
+    cell_model: str = field(default="staircase", metadata=_range(choices=("staircase", "bandlimited")))
+    """What field the cells make (:mod:`dkolib.optics.propagation`): ``staircase``, each cell a uniform
+    square of its transmission, as the mask builds it (the spectrum carries the cell's
+    ``sinc(p f_x) sinc(p f_y)`` and the grid's replicas beyond its Nyquist frequency); or
+    ``bandlimited``, the cells read as samples of a field band-limited to ``|f| < 1/(2p)`` (the
+    paper's and D-Flat's convention)."""
     photons_per_pixel: float = field(default=1000.0, metadata=_range(1.0, 1e9))
     """Mean photo-electrons of a white pixel seen through an ideal delta PSF."""
     read_noise_e: float = field(default=2.0, metadata=_range(0.0, 1e4))

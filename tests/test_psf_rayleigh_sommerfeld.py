@@ -1,4 +1,9 @@
-"""Independent optics check: both PSF engines against a direct Rayleigh-Sommerfeld summation.
+"""Independent check of the band-limited cell model: both engines against point sources at low aperture.
+
+(The default cell model, the staircase the mask builds, is checked at the profiles' aperture by
+``tests/test_psf_fabricated.py``.) With ``optics.cell_model: bandlimited`` the cells are samples
+of a field band-limited to the grid's Nyquist frequency, which one point source per cell
+reproduces wherever the grid's replicas miss the window.
 
 The direct sum below shares nothing with ``dkolib.optics.propagation`` but the documented conventions
 (cell centres ``(n - (N-1)/2) p``, pixel centres ``(j - W//2) P``, ``subpixel x subpixel``
@@ -52,7 +57,7 @@ def _rs_psf(t: np.ndarray, lam: float, cfg, window_px: int, subpixel: int) -> np
 @pytest.mark.parametrize("n_cells,lam,defocus", [(21, 550e-9, 0.0), (31, 400e-9, 0.0), (31, 700e-9, 0.35)])
 def test_psf_matches_direct_rayleigh_sommerfeld(engine, n_cells, lam, defocus):
     cfg = load_config("smoke", {"optics.n_cells": n_cells, "optics.sensor_distance_m": 1e-3,
-                                "optics.subpixel": 3}).optics
+                                "optics.subpixel": 3, "optics.cell_model": "bandlimited"}).optics
     window, sub = 9, 3
     p, z = cfg.cell_pitch_m, cfg.sensor_distance_m
     # the first grating replica of the cell grid focuses further off axis than window + aperture

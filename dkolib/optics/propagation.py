@@ -6,10 +6,31 @@ Physical model (shared by both engines)
 ---------------------------------------
 * Metasurface plane: ``N x N`` cells (``N`` odd) at ``cell_pitch_m`` ``p``; cell
   ``n`` sits at ``x_n = (n - (N-1)/2) p``, so the optical axis passes through the
-  centre cell. The grid values are treated as *samples* of a field band-limited
-  to ``|f| < 1/(2p)`` (the standard discrete angular-spectrum convention, also
-  used by D-Flat's ASM, which nearest-neighbour upsamples the cells when asked
-  for an output grid finer than the cell pitch or a ``manual_upsample_factor``).
+  centre cell. What field the cells make is ``optics_cfg.cell_model``:
+
+  - ``staircase`` (the default, and every profile's): each cell is a uniform
+    ``p x p`` square of its transmission, as the mask builds it
+    (:mod:`dkolib.fab.layout` gives every pillar in a cell the cell's radius). The
+    spectrum is the cells' discrete-time Fourier transform (periodic in ``1/p``)
+    times ``p^2 sinc(p f_x) sinc(p f_y)``, at every frequency the window band limit
+    lets reach the window, beyond the grid's Nyquist frequency ``1/(2p)`` too: at
+    the profiles' D/z of 0.256 the window receives frequencies up to 1.2-2.4 x
+    Nyquist. The incident wave is taken constant over a cell at its centre value
+    (its phase changes by ``k x p / d`` < 1e-3 rad across a cell for ``d`` >= 1 m).
+  - ``bandlimited``: the grid values are *samples* of a field band-limited to
+    ``|f| < 1/(2p)`` (the standard discrete angular-spectrum convention, the
+    paper's, also used by D-Flat's ASM, which nearest-neighbour upsamples the
+    cells when asked for an output grid finer than the cell pitch or a
+    ``manual_upsample_factor``). Its interpolating kernel is a sinc that reaches
+    the whole grid, so its window values also move slightly with the padding.
+
+  The two agree for a phase that is smooth over many cells; where the phase
+  changes by a large fraction of 2 pi from cell to cell (trained designs are
+  white at the cell scale) the staircase sends the light of ``1 - mean(sinc^2)``
+  over the band (0.40) to angles outside the band-limited picture, and a focusing
+  lens at the profiles' aperture differs by 15-40 % in PSF. The staircase model
+  is checked against a direct Rayleigh-Sommerfeld integral over the cells in
+  ``tests/test_psf_fabricated.py``.
 * Incident field: a unit-amplitude spherical wave from an on-axis point source
   at ``source_distance_m`` ``d``: ``exp(i k (sqrt(r^2 + d^2) - d))`` (amplitude
   variation across a mm aperture at 10 m is < 1e-8 and ignored).
@@ -44,7 +65,7 @@ Physical model (shared by both engines)
   ``padding = W // 2`` places on the output pixel (no half-pixel shift).
 * Pixel integration: each pixel is sampled at ``subpixel x subpixel`` points
   (midpoints of its sub-squares, pitch ``q = P / subpixel``); the field there
-  is evaluated *exactly* (no interpolation error: the band-limited field is a
+  is evaluated *exactly* (no interpolation error: the propagated field is a
   trigonometric sum over the computed spectrum and both engines evaluate that
   sum at the sample points by separable matrix DFTs), and the intensity is
   integrated by the midpoint rule.
@@ -60,14 +81,23 @@ Engines
 * :func:`psf_reference`: the paper's method: the whole padded grid (default
   ``2N``, at least the wrap-safe size) is propagated (FFT, tapered transfer
   function, all frequencies of the grid); the sensor samples are then read from
-  that full-grid result by exact Fourier (trigonometric) interpolation.
+  that full-grid result by exact Fourier (trigonometric) interpolation. For the
+  staircase, each cell is first repeated ``u x u`` times
+  (:func:`subcells_per_cell`: the smallest ``u`` whose sub-cell Nyquist frequency
+  passes the window cut-off) and the spectrum multiplied by the sub-cell's
+  ``sinc(p f / u)``: the same staircase, computed on another grid than the fast
+  engine's replicas.
 * :func:`asm_full_field` (not a PSF engine) returns the full output plane at the
   cell pitch, with the whole-plane Matsushima-Shimobaba cut-off instead of the
   window taper (used by the energy-conservation test).
 * :func:`psf_fast`: the same physics with the smallest padding that keeps the
   window exact (``L = D + w + 2.5 m``, :func:`padded_size`), only the frequencies
   inside the taper's support, and the sensor-window samples only: ``U = E (S o H) E^T`` with
-  precomputed ``E [M, K]`` per wavelength, cost ``O(Np^2 log Np + M K^2)``.
+  precomputed ``E [M, K]`` per wavelength, cost ``O(Np^2 log Np + M K^2)``. For the
+  staircase the ``K`` frequencies ``k / L``, ``|k / L| <= f_cut``, may pass the grid's
+  Nyquist frequency: bin ``k mod Np`` of the FFT is read for each (the replicas),
+  times the cell's ``sinc(p f)`` per axis, so ``K`` (and the matmul cost) grows with
+  the cut-off instead of stopping at ``Np``.
   A Fresnel (paraxial) separable transform was rejected: with the exact
   (hyperbolic) lens phase its error is the spherical-aberration term
   ``k r^4 / (8 z^3)``, about 5 rad at the paper's 1.28 mm aperture radius.
@@ -111,123 +141,16 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-ENGINES = ("fast", "reference")
-
-
-# --------------------------------------------------------------------------- geometry
-def cell_coords_m(n_cells: int, cell_pitch_m: float) -> np.ndarray:
-    """Cell-centre coordinates ``[N]`` (metres, float64), axis on the centre cell."""
-    return (np.arange(n_cells, dtype=np.float64) - (n_cells - 1) / 2.0) * cell_pitch_m
-
-
-def pixel_centres_m(window_px: int, pixel_pitch_m: float) -> np.ndarray:
-    """Pixel-centre coordinates ``[W]`` (metres): ``(j - W // 2) * P`` (see module docstring)."""
-    return (np.arange(window_px, dtype=np.float64) - (window_px // 2)) * pixel_pitch_m
-
-
-def sample_coords_m(window_px: int, pixel_pitch_m: float, subpixel: int) -> np.ndarray:
-    """Sub-pixel sample coordinates ``[W * subpixel]`` (metres), pixel-major order.
-
-    Pixel ``j`` is sampled at the midpoints of its ``subpixel`` sub-intervals:
-    ``x_j + ((s + 1/2) / subpixel - 1/2) P`` for ``s = 0..subpixel-1``.
-    """
-    centres = pixel_centres_m(window_px, pixel_pitch_m)
-    offs = ((np.arange(subpixel) + 0.5) / subpixel - 0.5) * pixel_pitch_m
-    return (centres[:, None] + offs[None, :]).reshape(-1)
-
-
-def incident_phase_rad(n_cells: int, cell_pitch_m: float, source_distance_m: float,
-                       wavelength_m: float) -> np.ndarray:
-    """Phase ``[N, N]`` (rad, float64) of the spherical wave from the on-axis point source."""
-    x = cell_coords_m(n_cells, cell_pitch_m)
-    r2 = x[:, None] ** 2 + x[None, :] ** 2
-    d = float(source_distance_m)
-    # sqrt(r^2+d^2) - d written stably
-    return (2 * np.pi / wavelength_m) * (r2 / (np.sqrt(r2 + d * d) + d))
-
-
-def band_limit_cycles_per_m(wavelength_m: float, distance_m: float, padded_extent_m: float) -> float:
-    """Matsushima-Shimobaba band limit ``1 / (lambda sqrt((2 z / L)^2 + 1))`` (cycles/m)."""
-    return 1.0 / (wavelength_m * math.sqrt((2.0 * distance_m / padded_extent_m) ** 2 + 1.0))
-
-
-def _good_fft_size(n: int) -> int:
-    """Smallest integer >= n whose prime factors are 2, 3, 5 (fast FFT sizes)."""
-    m = max(int(n), 1)
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
-
-
-def _window_extent_m(window_px: int, pixel_pitch_m: float) -> float:
-    # farthest sample from the axis on either side, doubled
-    return 2.0 * (window_px // 2 + 0.5) * pixel_pitch_m
-
-
-def _reach_m(n_cells: int, optics_cfg, window_px: int) -> float:
-    """Largest lateral travel that can carry light from the aperture into the window: (D + w) / 2."""
-    return 0.5 * ((n_cells - 1) * optics_cfg.cell_pitch_m + _window_extent_m(window_px, optics_cfg.pixel_pitch_m))
-
-
-def _travel_for_freq_m(f: np.ndarray, f_total2: np.ndarray, wavelength_m: float, distance_m: float) -> np.ndarray:
-    """Lateral travel ``z lambda f / sqrt(1 - lambda^2 |f|^2)`` of a plane-wave component (metres)."""
-    c = np.sqrt(np.clip(1.0 - wavelength_m ** 2 * f_total2, 1e-12, None))
-    return distance_m * wavelength_m * np.abs(f) / c
-
-
-def _freq_for_travel(t_m: float, wavelength_m: float, distance_m: float) -> float:
-    """Inverse of the 1-D travel: spatial frequency (cycles/m) whose ray moves ``t_m`` over ``distance_m``."""
-    return t_m / (wavelength_m * math.hypot(distance_m, t_m))
-
-
-def margin_m(optics_cfg, wavelength_m: float) -> float:
-    """Guard band (metres) around the rays that matter: 2 Fresnel widths ``2 sqrt(lambda z)``."""
-    return 2.0 * math.sqrt(wavelength_m * optics_cfg.sensor_distance_m)
-
-
-def spread_m(optics_cfg, wavelength_m: float) -> float:
-    """Lateral travel of the steepest component a cell-pitch grid can carry (diagonal Nyquist)."""
-    s = wavelength_m / (2 * optics_cfg.cell_pitch_m)
-    return optics_cfg.sensor_distance_m * s / math.sqrt(max(1.0 - 2 * s * s, 1e-12))
-
-
-def padded_size(n_cells: int, optics_cfg, window_px: int, engine: str, wavelength_m: float,
-                pad_factor: float = 2.0, margin_cells: int | None = None) -> int:
-    """FFT grid size (cells per side) an engine uses for one wavelength.
-
-    With ``reach = (D + w) / 2`` (aperture + window) and ``m`` the guard band
-    (:func:`margin_m`, or ``margin_cells`` cells), the window band limit keeps
-    components travelling up to ``reach + m`` and tapers them to 0 by
-    ``t_cut = reach + 2 m``; a grid of extent ``L >= reach + t_cut + m/2`` cannot
-    wrap any kept component back into the window.
-
-    * ``reference``: ``L = max(pad_factor * N p, 2 reach + 2.5 m)`` (the paper's 2N grid);
-    * ``fast``: ``L = 2 reach + 2.5 m`` (the smallest wrap-safe grid).
-    Rounded up to a 2-3-5-smooth size.
-    """
-    p = optics_cfg.cell_pitch_m
-    m = margin_m(optics_cfg, wavelength_m) if margin_cells is None else int(margin_cells) * p
-    reach = _reach_m(n_cells, optics_cfg, window_px)
-    wrap_safe = 2 * reach + 2.5 * m  # reach + t_cut + m/2 (see _operators_np)
-    if engine == "reference":
-        L = max(pad_factor * n_cells * p, wrap_safe)
-    elif engine == "fast":
-        L = wrap_safe
-    else:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return _good_fft_size(max(int(math.ceil(L / p)), n_cells))
-
-
+from .grids import (  # noqa: F401  (re-exported: the grids were first defined here)
+    CELL_MODELS, ENGINES, _freq_for_travel, _good_fft_size, _reach_m, _travel_for_freq_m, _window_extent_m,
+    band_limit_cycles_per_m, cell_coords_m, cell_model_of, check_padding, incident_phase_rad, margin_m,
+    padded_size, pixel_centres_m, sample_coords_m, spread_m, subcells_per_cell, window_cutoff_cycles_per_m,
+)
 # --------------------------------------------------------------------------- operators
 @functools.lru_cache(maxsize=2)
 def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance_m: float,
                   source_distance_m: float, wavelength_m: float, coords_key: tuple, reach_m: float,
-                  guard_m: float, crop_band: bool):
+                  guard_m: float, crop_band: bool, cell_model: str = "bandlimited", subcells: int = 1):
     """Incident phase, kept frequency indices, transfer function and window DFT matrix (numpy).
 
     Window band limit (Matsushima & Shimobaba's 2009 idea, applied to the sensor
@@ -243,19 +166,33 @@ def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance
     """
     p = cell_pitch_m
     coords = np.asarray(coords_key, dtype=np.float64)
-    f = np.fft.fftfreq(n_pad, d=p)  # cycles/m, FFT order
     L = n_pad * p
     t_keep = reach_m + guard_m
     t_cut = reach_m + 2.0 * guard_m
     if L < reach_m + t_cut:
         raise ValueError(f"padded grid of {n_pad} cells ({L * 1e3:.3f} mm) is too small for the window band "
                          f"limit (needs {(reach_m + t_cut) * 1e3:.3f} mm); increase the padding")
-    if crop_band:
-        f_cut = _freq_for_travel(t_cut, wavelength_m, sensor_distance_m)
-        idx = np.nonzero(np.abs(f) <= f_cut)[0]
+    if cell_model not in CELL_MODELS:
+        raise ValueError(f"cell_model must be one of {CELL_MODELS}, got {cell_model!r}")
+    f_cut = _freq_for_travel(t_cut, wavelength_m, sensor_distance_m)
+    aperture = None  # per-axis spectrum of one cell's (or sub-cell's) square, p sinc(p f) / p
+    if cell_model == "staircase" and crop_band:
+        # every frequency the window can receive, beyond the grid's Nyquist frequency too: the
+        # cells' DTFT is periodic in 1/p, so frequency k / L reads FFT bin k mod n_pad (replicas)
+        k_max = int(math.floor(f_cut * L))
+        kk = np.arange(-k_max, k_max + 1)
+        fk = kk / L
+        idx = np.mod(kk, n_pad)
+        aperture = np.sinc(p * fk)
     else:
-        idx = np.arange(n_pad)
-    fk = f[idx]
+        # bandlimited: one period of the grid; staircase reference: the grid of `subcells` x
+        # `subcells` sub-cells per cell, fine enough that its Nyquist frequency passes f_cut
+        u = int(subcells) if cell_model == "staircase" else 1
+        f = np.fft.fftfreq(n_pad * u, d=p / u)  # cycles/m, FFT order
+        idx = np.nonzero(np.abs(f) <= f_cut)[0] if crop_band else np.arange(n_pad * u)
+        fk = f[idx]
+        if cell_model == "staircase":
+            aperture = np.sinc(p / u * fk)
     f2 = fk[None, :] ** 2 + fk[:, None] ** 2
     arg = 1.0 / wavelength_m ** 2 - f2
     prop = arg > 0
@@ -267,12 +204,16 @@ def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance
         t = _travel_for_freq_m(fa, f2, wavelength_m, sensor_distance_m)
         u = np.clip((t - t_keep) / (t_cut - t_keep), 0.0, 1.0)
         taper = taper * 0.5 * (1.0 + np.cos(np.pi * u))
+    if aperture is not None:
+        taper = taper * aperture[None, :] * aperture[:, None]
     H = np.where(prop, taper * np.exp(1j * phase), 0.0)
-    # field at x: (1/Np) sum_k S_k exp(i 2 pi f_k (x + c p)), c = (N-1)/2 (cell 0 sits at index 0)
-    c = (n_cells - 1) / 2.0
-    E = np.exp(1j * 2 * np.pi * (coords[:, None] + c * p) * fk[None, :]) / n_pad
+    # field at x: (1/Np) sum_k S_k exp(i 2 pi f_k (x + c q)), c = (N u - 1)/2 with sample pitch q = p / u
+    # (cell or sub-cell 0 sits at FFT index 0); the transform's length n_pad u
+    u = int(subcells) if (cell_model == "staircase" and not crop_band) else 1
+    c = (n_cells * u - 1) / 2.0
+    E = np.exp(1j * 2 * np.pi * (coords[:, None] + c * p / u) * fk[None, :]) / (n_pad * u)
     inc = incident_phase_rad(n_cells, p, source_distance_m, wavelength_m)
-    return inc, idx, H, E
+    return inc, (None if len(idx) == n_pad * u and np.array_equal(idx, np.arange(n_pad * u)) else idx), H, E
 
 
 # Device-side operator cache. Building the operators costs more than a PSF (a float64
@@ -296,11 +237,12 @@ def clear_operator_cache() -> None:
 
 
 def _operators(n_cells, n_pad, optics_cfg, wavelength_m, coords, crop_band, cdtype, device, window_px,
-               guard_m):
+               guard_m, cell_model="bandlimited", subcells=1):
     """Cached device tensors ``(inc [N, N], idx [K] or None, H [K, K], E [M, K], E^T [K, M])``."""
     args = (int(n_cells), int(n_pad), float(optics_cfg.cell_pitch_m), float(optics_cfg.sensor_distance_m),
             float(optics_cfg.source_distance_m), float(wavelength_m), tuple(np.round(coords, 15).tolist()),
-            float(_reach_m(n_cells, optics_cfg, window_px)), float(guard_m), bool(crop_band))
+            float(_reach_m(n_cells, optics_cfg, window_px)), float(guard_m), bool(crop_band), str(cell_model),
+            int(subcells))
     key = args + (cdtype, torch.device(device))
     hit = _OPS_CACHE.get(key)
     if hit is not None:
@@ -310,7 +252,7 @@ def _operators(n_cells, n_pad, optics_cfg, wavelength_m, coords, crop_band, cdty
     # plain (non-inference) tensors, so a cache filled under inference_mode can be saved for backward later
     with torch.inference_mode(False), torch.no_grad():
         inc_t = torch.from_numpy(np.exp(1j * inc)).to(device=device, dtype=cdtype)
-        idx_t = None if len(idx) == n_pad else torch.from_numpy(idx).to(device)
+        idx_t = None if idx is None else torch.from_numpy(idx).to(device)
         H_t = torch.from_numpy(H).to(device=device, dtype=cdtype)
         E_t = torch.from_numpy(E).to(device=device, dtype=cdtype)
         ops = (inc_t, idx_t, H_t, E_t, E_t.transpose(0, 1).contiguous())
@@ -327,20 +269,26 @@ def _operators(n_cells, n_pad, optics_cfg, wavelength_m, coords, crop_band, cdty
 _CPU_BATCH_BYTES = 16 * 2 ** 20
 
 
-def _micro_batch(n_pad: int, cdtype: torch.dtype, device: torch.device) -> int | None:
+def _micro_batch(n_side: int, cdtype: torch.dtype, device: torch.device) -> int | None:
+    """Elements per micro-batch whose ``n_side x n_side`` spectra stay under the CPU budget (None: all)."""
     if torch.device(device).type != "cpu":
         return None
     item = torch.empty((), dtype=cdtype).element_size()
-    return max(1, _CPU_BATCH_BYTES // (n_pad * n_pad * item))
+    return max(1, _CPU_BATCH_BYTES // (n_side * n_side * item))
 
 
-def _window_intensity(t: torch.Tensor, inc, idx, H, E, ET, n_pad: int) -> torch.Tensor:
+def _window_intensity(t: torch.Tensor, inc, idx, H, E, ET, n_pad: int, subcells: int = 1) -> torch.Tensor:
     """``|U|^2`` at the window samples ``[e, M, M]`` for transmissions ``t [e, N, N]``.
 
-    ``U = E (H o S) E^T`` with ``S`` the 2-D DFT of the zero-padded field ``t o inc`` on
-    the kept frequencies ``idx`` (all when ``None``).
+    ``U = E (H o S) E^T`` with ``S`` the 2-D DFT of the zero-padded field ``t o inc`` (each
+    cell repeated ``subcells x subcells`` times: the reference engine's staircase grid), of
+    length ``n_pad``, read at the kept frequency bins ``idx`` (all when ``None``; a bin may
+    repeat: the staircase's replicas beyond the grid's Nyquist frequency).
     """
-    S = torch.fft.fft2(t * inc, s=(n_pad, n_pad))  # zero-pads at the end (cell 0 at index 0)
+    field = t * inc
+    if subcells > 1:
+        field = field.repeat_interleave(subcells, dim=-1).repeat_interleave(subcells, dim=-2)
+    S = torch.fft.fft2(field, s=(n_pad, n_pad))  # zero-pads at the end (cell 0 at index 0)
     if idx is not None:
         S = S.index_select(-2, idx).index_select(-1, idx)
     S = S.mul_(H)  # in place: mul's backward needs only H
@@ -348,14 +296,15 @@ def _window_intensity(t: torch.Tensor, inc, idx, H, E, ET, n_pad: int) -> torch.
     return U.real ** 2 + U.imag ** 2
 
 
-def _elements_intensity(inc, idx, H, E, ET, n_pad: int, micro: int | None, *elements: torch.Tensor) -> torch.Tensor:
+def _elements_intensity(inc, idx, H, E, ET, n_pad: int, subcells: int, micro: int | None,
+                        *elements: torch.Tensor) -> torch.Tensor:
     """:func:`_window_intensity` of the ``[N, N]`` views ``elements``, ``micro`` at a time -> ``[e, M, M]``."""
     step = len(elements) if micro is None else micro
     outs = []
     for g in range(0, len(elements), step):
         grp = elements[g:g + step]
         t = grp[0].unsqueeze(0) if len(grp) == 1 else torch.stack(grp)
-        outs.append(_window_intensity(t, inc, idx, H, E, ET, n_pad))
+        outs.append(_window_intensity(t, inc, idx, H, E, ET, n_pad, subcells))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
@@ -383,6 +332,7 @@ def _validate(transmission: torch.Tensor, wavelengths_m, optics_cfg, window_px: 
 def _engine(transmission, wavelengths_m, optics_cfg, window_px, *, engine, subpixel, normalize,
             chunk_size, pad_factor, margin_cells, checkpoint):
     wl = _validate(transmission, wavelengths_m, optics_cfg, window_px)
+    cell_model = cell_model_of(optics_cfg)
     window_px = int(window_px)
     sub = int(optics_cfg.subpixel if subpixel is None else subpixel)
     if sub < 1:
@@ -404,16 +354,19 @@ def _engine(transmission, wavelengths_m, optics_cfg, window_px, *, engine, subpi
         n_pad = padded_size(n, optics_cfg, window_px, engine, float(lam), pad_factor, margin_cells)
         check_padding(n, optics_cfg, window_px, float(lam), n_pad)
         guard = margin_m(optics_cfg, float(lam)) if margin_cells is None else margin_cells * optics_cfg.cell_pitch_m
+        up = subcells_per_cell(n, optics_cfg, window_px, float(lam), guard) \
+            if (engine == "reference" and cell_model == "staircase") else 1
         ops = _operators(n, n_pad, optics_cfg, float(lam), coords, engine == "fast", cdtype, device,
-                         window_px, guard)
-        micro = _micro_batch(n_pad, cdtype, device)
+                         window_px, guard, cell_model, up)
+        n_fft = n_pad * up
+        micro = _micro_batch(max(n_fft, ops[2].shape[-1]), cdtype, device)
         for start in range(0, len(sel), chunk_size):
             part = sel[start:start + chunk_size]
             elems = [views[i] for i in part]
             if checkpoint:
-                inten = _checkpoint(_elements_intensity, *ops, n_pad, micro, *elems, use_reentrant=False)
+                inten = _checkpoint(_elements_intensity, *ops, n_fft, up, micro, *elems, use_reentrant=False)
             else:
-                inten = _elements_intensity(*ops, n_pad, micro, *elems)
+                inten = _elements_intensity(*ops, n_fft, up, micro, *elems)
             for i, x in zip(part, inten.unbind(0)):
                 slots[i] = x
     inten = torch.stack(slots)
@@ -510,20 +463,8 @@ def psf(source, wavelengths_m=None, optics_cfg=None, window_px: int | None = Non
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r} (set optics.engine)")
 
 
-# --------------------------------------------------------------------------- sampling checks
-def check_padding(n_cells: int, optics_cfg, window_px: int, wavelength_m: float, n_pad: int) -> None:
-    """Raise ValueError if a grid of ``n_pad`` cells would wrap light into the sensor window."""
-    p = optics_cfg.cell_pitch_m
-    L = n_pad * p
-    need = (n_cells - 1) * p + _window_extent_m(window_px, optics_cfg.pixel_pitch_m)
-    if L < need:
-        raise ValueError(
-            f"padded grid {n_pad} cells ({L * 1e3:.3f} mm) is smaller than aperture + sensor window "
-            f"({need * 1e3:.3f} mm): light would wrap into the window; use a larger pad_factor/margin")
-
-
 __all__ = [
-    "ENGINES", "asm_full_field", "band_limit_cycles_per_m", "cell_coords_m", "check_padding",
+    "CELL_MODELS", "ENGINES", "asm_full_field", "cell_model_of", "subcells_per_cell", "window_cutoff_cycles_per_m", "band_limit_cycles_per_m", "cell_coords_m", "check_padding",
     "clear_operator_cache",
     "margin_m", "spread_m", "incident_phase_rad",
     "padded_size", "pixel_centres_m", "psf", "psf_fast",

@@ -11,16 +11,20 @@ import math
 
 import numpy as np
 
-from .propagation import ENGINES, _freq_for_travel, _reach_m, margin_m, padded_size, psf_fast, psf_reference
+from .propagation import (ENGINES, cell_model_of, padded_size, psf_fast, psf_reference, subcells_per_cell,
+                          window_cutoff_cycles_per_m)
 
 
 def _kept_frequencies(n_cells: int, cfg, window_px: int, engine: str, wavelength_m: float, n_pad: int) -> int:
-    """``K``: frequencies per axis the engine keeps (fast: inside the taper's support, as
-    ``_operators_np`` with ``crop_band``; reference: all ``n_pad``)."""
+    """``K``: frequencies per axis the engine keeps, as ``_operators_np`` (fast: inside the taper's
+    support, for the staircase beyond the grid's Nyquist frequency too; reference: every bin of its
+    FFT grid, ``n_pad`` cells or, for the staircase, ``n_pad u`` sub-cells)."""
+    staircase = cell_model_of(cfg) == "staircase"
+    f_cut = window_cutoff_cycles_per_m(n_cells, cfg, window_px, wavelength_m)
     if engine != "fast":
-        return n_pad
-    reach = _reach_m(n_cells, cfg, window_px)
-    f_cut = _freq_for_travel(reach + 2 * margin_m(cfg, wavelength_m), wavelength_m, cfg.sensor_distance_m)
+        return n_pad * (subcells_per_cell(n_cells, cfg, window_px, wavelength_m) if staircase else 1)
+    if staircase:
+        return 2 * int(np.floor(f_cut * n_pad * cfg.cell_pitch_m)) + 1
     return int(np.sum(np.abs(np.fft.fftfreq(n_pad, d=cfg.cell_pitch_m)) <= f_cut))
 
 
@@ -28,8 +32,10 @@ def psf_flop_terms(n_cells: int, window_px: int, subpixel: int, engine: str = "f
                    wavelength_m: float | None = None, pad_factor: float = 2.0) -> dict[str, float]:
     """Real FLOPs of one PSF forward of ONE element, per kind of operation.
 
-    With ``N`` cells, FFT grid ``Np`` (:func:`padded_size`), ``K`` kept frequencies
-    per axis (fast: those inside the taper's support; reference: ``Np``) and
+    With ``N`` cells, FFT grid ``Np`` (:func:`padded_size`; the reference engine's staircase
+    grid has ``u`` sub-cells per cell, :func:`~dkolib.optics.propagation.subcells_per_cell`, and
+    transforms ``u Np``), ``K`` kept frequencies per axis (fast: those inside the taper's support,
+    beyond the grid's Nyquist frequency for the staircase; reference: its whole grid) and
     ``M = window_px * subpixel`` samples per axis; a complex multiply-add is 8 real
     FLOPs, a complex multiply 6:
 
@@ -55,6 +61,8 @@ def psf_flop_terms(n_cells: int, window_px: int, subpixel: int, engine: str = "f
     n = int(n_cells)
     n_pad = padded_size(n, cfg, window_px, engine, lam, pad_factor)
     K = _kept_frequencies(n, cfg, window_px, engine, lam, n_pad)
+    if engine == "reference":
+        n_pad = K  # its FFT grid
     M = int(window_px) * int(subpixel)
     return {"fft": 5.0 * n_pad ** 2 * math.log2(n_pad ** 2),
             "matmul": 8.0 * (M * K * K + M * M * K),
