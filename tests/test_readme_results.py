@@ -113,6 +113,21 @@ def test_tolerance_section_names_the_design_that_degrades_least(tmp_path):
     assert "Lowest AbsRel under an error: `dko` in 1 of 1" in text
 
 
+def test_as_fabricated_section_reads_the_light_ratio_per_design(tmp_path):
+    rows = [{"design": d, "reading": r, "light_crop": light, "corr": 0.9, "kernel_err": 0.1, "abs_rel_crop": 0.2,
+             "abs_rel_full_psf_noise": 0.3, "designed_cell_model": "bandlimited", "designed_library": "old.csv"}
+            for d, r, light in (("dko", "as_designed", 0.25), ("dko", "staircase", 0.2), ("dko", "as_fabricated", 0.15),
+                                ("e2e", "as_designed", 0.1), ("e2e", "as_fabricated", 0.08))]
+    (tmp_path / "config").mkdir()
+    results = tmp_path / "results" / "default"
+    results.mkdir(parents=True)
+    assert rr.as_fabricated_section(ProfilePaths("default", tmp_path)) == ""  # no table, no section
+    pd.DataFrame(rows).to_csv(results / "as_fabricated.csv", index=False)
+    text = rr.as_fabricated_section(ProfilePaths("default", tmp_path))
+    assert "dko's light in the crop is 0.60x its designed; e2e's light in the crop is 0.80x its designed." in text
+    assert "| dko | staircase | 0.2 | 0.9 | 0.1 | 0.2 | 0.3 |" in text and "cells `bandlimited`" in text
+
+
 def test_operating_point_sentence_reports_spread_and_disagreeing_metrics():
     rows = []
     for w, abs_rel, a1, rmse in ((0.25, 0.30, 0.5, 10.0), (0.5, 0.33, 0.6, 9.0), (2.0, 0.36, 0.7, 8.0)):

@@ -371,6 +371,26 @@ def layout_section(paths: ProfilePaths) -> str:
             "and extrapolates to the paper's 384 metasurfaces of 1025 cells.\n\n" + _table(out) + "\n")
 
 
+def as_fabricated_section(paths: ProfilePaths) -> str:
+    """The designs of the previous optical model read as designed and as fabricated (``as_fabricated.csv``)."""
+    table = _read(paths.results / "as_fabricated.csv")
+    if table is None:
+        return ""
+    cols = {"design": "design", "reading": "read as", "light_crop": "light in crop", "corr": "channel corr.",
+            "kernel_err": "kernel error", "abs_rel_crop": "AbsRel crop",
+            "abs_rel_full_psf_noise": "AbsRel full PSF + noise"}
+    light = table.set_index(["design", "reading"])["light_crop"]
+    ratios = [f"{d}'s light in the crop is {light[(d, 'as_fabricated')] / light[(d, 'as_designed')]:.2f}x its designed"
+              for d in table["design"].unique() if {(d, "as_designed"), (d, "as_fabricated")} <= set(light.index)]
+    return ("### As designed versus as fabricated (`as_fabricated.csv`)\n\n"
+            f"The designs of the previous optical model (cells `{table['designed_cell_model'].iloc[0]}`, library "
+            f"`{table['designed_library'].iloc[0]}`) read by the model they were made with, by the staircase of "
+            "cells the mask builds, and by the staircase with the current library (`scripts/as_fabricated.py`; "
+            "gains refitted in closed form for each, as a built camera is calibrated; DKO against the electronic "
+            "kernels, E2E against its own as-designed kernels). As fabricated, " + "; ".join(ratios) + ".\n\n"
+            + _table(_renamed(table, cols)) + "\n")
+
+
 def cost_section(root: Path) -> tuple[str, dict]:
     costs = _read(root / "results" / "costs.csv")
     if costs is None:
@@ -555,7 +575,7 @@ def render(profile: str, root: Path | None = None) -> str:
              "Every number below is read from `results/` by `dkolib/study/readme_results.py`.", "",
              dag_section(paths), optics_section(root), stage1_section(paths), dko_section(paths), synthesis_section(paths),
              operating_point_section(paths), physical_section(paths), tolerance_section(paths),
-             layout_section(paths),
+             layout_section(paths), as_fabricated_section(paths),
              _figure(paths, "crop_vs_physical", "crop vs physical evaluation", root),
              eb_text,
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
