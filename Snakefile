@@ -97,7 +97,7 @@ rule main_chain:
 
 
 # ---------------------------------------------------------------- optics inputs
-# The meta-atom library (RCWA, ~10 min on one core) is committed; rebuild it
+# The meta-atom library (RCWA, ~50 min on one core) is committed; rebuild it
 # explicitly with `snakemake --cores 1 metaatom_library --forcerun metaatom_library`.
 rule metaatom_library:
     output:

@@ -18,22 +18,30 @@ and then only with those materials and sizes and without --quick:
 
 Two steps:
 
-1. Fourier-order convergence study: the zeroth-order transmission at the
-   three design wavelengths and three radii for every order in
-   ``--convergence-orders``; ``delta_vs_highest`` = |t_N - t_highest|.
-2. The library: every (wavelength, radius) pair solved at ``--orders`` and
-   at ``--orders - 1``. Where the two disagree by more than
-   ``--consistency-tol`` the solve is not converged in Fourier order (in
-   practice: a narrow lattice resonance whose radius RCWA cannot pin at
-   these orders). Such points are replaced by a cubic spline through the
-   converged radii of the same wavelength, and their count is printed. The
-   amplitude is finally capped at 1 (power conservation) in case the spline
-   overshoots.
+1. The library: every (wavelength, radius) pair solved at ``--orders``
+   (default ``rcwa.LIBRARY_ORDERS``) with ``--method`` (default
+   ``rcwa.LIBRARY_METHOD``: the exact circle with the normal-vector
+   factorisation, see :mod:`dkolib.optics.rcwa`). The amplitude is capped at
+   1 (power conservation). Optionally (``--consistency-tol``) every pair is
+   also solved at ``--orders - 1`` and points where the two differ by more
+   than the tolerance are replaced by a cubic spline through the others of
+   the same wavelength (off by default: it doubles the runtime, and the
+   check below is the stronger one).
+2. Fourier-order convergence check: at every library wavelength, on every
+   ``--convergence-every``-th library radius (from the largest down) plus
+   the radius nearest each ``--convergence-radius-m`` (120 nm: the lossy
+   400 nm resonance, the hardest point), the library's solve is compared
+   with one at ``--reference-orders``. ``--convergence`` gets one row per
+   wavelength (``n_orders``, ``n_orders_ref``, ``method``, ``n_radii``,
+   ``max_abs_dt``, ``max_abs_damplitude``, ``max_abs_dphase_rad``,
+   ``worst_radius_m``) and ``<convergence stem>_points.csv`` the checked points.
 
 Geometry, materials and conventions: see :mod:`dkolib.optics.rcwa` (substrate-side
 incidence, exp(-i omega t), power-normalised amplitude). Materials are names of
 meent's refractive-index table (listed by --help); the substrate must be lossless.
-Runtime of the full build: 6-9 minutes on one CPU core (515 s measured on a shared 2-core machine).
+Runtime of the full build (defaults): about 50 minutes on one CPU core, half of it the convergence check
+(2993 s measured on a shared 2-core machine: 1471 s for the 624 atoms at 9 orders, ~2.4 s each; 1522 s for
+the 52 checks at 14 orders, ~29 s each).
 """
 
 from __future__ import annotations
@@ -84,9 +92,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="lossless substrate the light comes from (default %(default)s; list below)")
     p.add_argument("--quick", action="store_true", help="tiny grids and low orders (smoke test, seconds)")
     p.add_argument("--orders", type=int, default=rcwa.LIBRARY_ORDERS, help="Fourier harmonics per axis (-N..N) for the library")
-    p.add_argument("--convergence-orders", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
-    p.add_argument("--consistency-tol", type=float, default=0.1,
-                   help="max |t_N - t_(N-1)| for a library point to count as converged")
+    p.add_argument("--method", default=rcwa.LIBRARY_METHOD, choices=rcwa.METHODS,
+                   help="circle model / factorisation (default %(default)s; see dkolib.optics.rcwa)")
+    p.add_argument("--reference-orders", type=int, default=14,
+                   help="the much higher order the library's order is checked against (convergence CSV)")
+    p.add_argument("--convergence-orders", type=int, nargs="+", default=None,
+                   help="older spelling: the highest of these is used as --reference-orders")
+    p.add_argument("--convergence-every", type=int, default=16,
+                   help="convergence check on every k-th library radius (from the largest down) ...")
+    p.add_argument("--convergence-radius-m", type=float, nargs="*", default=[120e-9],
+                   help="... plus the library radii nearest these (default: the 400 nm lossy resonance)")
+    p.add_argument("--consistency-tol", type=float, default=None,
+                   help="optional: also solve every atom at orders - 1 and replace points with "
+                        "|t_N - t_(N-1)| above this by a spline (off by default: doubles the runtime)")
     p.add_argument("--r-min-m", type=float, default=35e-9, help="smallest radius (70 nm diameter)")
     p.add_argument("--r-max-m", type=float, default=130e-9, help="largest radius (40 nm gap at 300 nm cell)")
     p.add_argument("--n-radii", type=int, default=48)
@@ -100,11 +118,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.orders = min(args.orders, 3)
-        args.convergence_orders = [1, 2, 3]
+        args.reference_orders = min(args.reference_orders, 5)
+        args.convergence_every = 4
         args.n_radii = 8
         args.wl_step_nm = 150.0
-    if args.orders < 1:
-        p.error("--orders must be >= 1 (the consistency check compares with orders - 1)")
+    if args.convergence_orders:
+        args.reference_orders = max(args.convergence_orders)
+    if args.orders < 1 or args.reference_orders < args.orders:
+        p.error("need 1 <= --orders <= --reference-orders")
+    if args.reference_orders == args.orders:
+        print(f"warning: --reference-orders = --orders = {args.orders}: the convergence check compares "
+              "the library with itself")
     if not 0 < args.r_min_m < args.r_max_m < args.unit_cell_m / 2:
         p.error("need 0 < --r-min-m < --r-max-m < unit cell / 2 (metres)")
     if not 0 < args.height_m < 1e-5:
@@ -151,26 +175,45 @@ def solve(args, radius_m: float, wavelength_m: float, n_orders: int) -> complex:
     return rcwa.pillar_transmission(
         radius_m, wavelength_m, n_orders, height_m=args.height_m, period_m=args.unit_cell_m,
         n_steps=args.staircase_steps, n_pillar=rcwa.refractive_index(args.pillar_material, wavelength_m),
-        n_in=rcwa.refractive_index(args.substrate_material, wavelength_m),
+        n_in=rcwa.refractive_index(args.substrate_material, wavelength_m), method=args.method,
     )
 
 
-def convergence_study(args) -> pd.DataFrame:
-    design = sorted(OpticsConfig().wavelengths_m)
-    radii = [50e-9, 80e-9, 110e-9] if not args.quick else [50e-9, 110e-9]
-    if args.quick:
-        design = design[1:2]
-    orders = sorted(args.convergence_orders)
+def convergence_radii(args, radii: np.ndarray) -> np.ndarray:
+    """Indices of the library radii checked: every ``--convergence-every``-th from the largest down,
+    plus the radius nearest each ``--convergence-radius-m`` (the 400 nm resonance by default)."""
+    idx = set(range(len(radii) - 1, -1, -max(1, args.convergence_every)))
+    idx |= {int(np.argmin(np.abs(radii - r))) for r in args.convergence_radius_m}
+    return np.array(sorted(idx))
+
+
+def convergence_study(args, t_lib: np.ndarray, wavelengths: np.ndarray, radii: np.ndarray):
+    """The library's order against ``--reference-orders`` at every library wavelength.
+
+    ``t_lib`` [wavelength, radius] are the library's solves (at ``--orders``);
+    returns the per-point table and the per-wavelength summary (max |dt|,
+    max |d amplitude|, max |d phase| over the checked radii).
+    """
+    sel = convergence_radii(args, radii)
     rows = []
-    jobs = [(w, r, n) for w in design for r in radii for n in orders]
-    for w, r, n in tqdm(jobs, desc="convergence", unit="solve"):
-        rows.append({"n_orders": n, "wavelength_m": w, "radius_m": r, "t": solve(args, r, w, n)})
-    df = pd.DataFrame(rows)
-    highest = df[df.n_orders == orders[-1]].set_index(["wavelength_m", "radius_m"])["t"]
-    df["delta_vs_highest"] = [abs(t - highest[(w, r)]) for t, w, r in zip(df.t, df.wavelength_m, df.radius_m)]
-    df["amplitude"] = np.abs(df.t.to_numpy())
-    df["phase_rad"] = np.angle(df.t.to_numpy())
-    return df[["n_orders", "wavelength_m", "radius_m", "amplitude", "phase_rad", "delta_vs_highest"]]
+    jobs = [(i, j) for i in range(len(wavelengths)) for j in sel]
+    for i, j in tqdm(jobs, desc=f"convergence (orders {args.orders} vs {args.reference_orders})", unit="solve"):
+        t_ref = solve(args, radii[j], wavelengths[i], args.reference_orders)
+        t = t_lib[i, j]
+        rows.append({"wavelength_m": wavelengths[i], "radius_m": radii[j], "n_orders": args.orders,
+                     "n_orders_ref": args.reference_orders, "amplitude": abs(t), "phase_rad": np.angle(t),
+                     "amplitude_ref": abs(t_ref), "phase_ref_rad": np.angle(t_ref), "abs_dt": abs(t - t_ref),
+                     "abs_damplitude": abs(abs(t) - abs(t_ref)),
+                     "abs_dphase_rad": abs(np.angle(t / t_ref)) if t_ref != 0 else np.nan})
+    points = pd.DataFrame(rows)
+    summary = points.groupby("wavelength_m", as_index=False).agg(
+        n_orders=("n_orders", "first"), n_orders_ref=("n_orders_ref", "first"), n_radii=("radius_m", "size"),
+        max_abs_dt=("abs_dt", "max"), max_abs_damplitude=("abs_damplitude", "max"),
+        max_abs_dphase_rad=("abs_dphase_rad", "max"))
+    worst = points.loc[points.groupby("wavelength_m").abs_dt.idxmax(), ["wavelength_m", "radius_m"]]
+    summary = summary.merge(worst.rename(columns={"radius_m": "worst_radius_m"}), on="wavelength_m")
+    summary.insert(3, "method", args.method)
+    return points, summary
 
 
 def library_wavelengths(args) -> np.ndarray:
@@ -179,17 +222,20 @@ def library_wavelengths(args) -> np.ndarray:
     return np.unique(np.concatenate([nm_grid(args.wl_min_nm, args.wl_max_nm, args.wl_step_nm), design]))
 
 
-def build_library(args) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_library(args) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     wavelengths = library_wavelengths(args)
     radii = np.linspace(args.r_min_m, args.r_max_m, args.n_radii)
     hi, lo = args.orders, args.orders - 1
+    check = args.consistency_tol is not None
     t_hi = np.zeros((len(wavelengths), len(radii)), complex)
-    t_lo = np.zeros_like(t_hi)
+    t_lo = np.full_like(t_hi, np.nan)
     jobs = [(i, j) for i in range(len(wavelengths)) for j in range(len(radii))]
-    for i, j in tqdm(jobs, desc=f"library (orders {hi} and {lo})", unit="atom"):
+    desc = f"library (orders {hi} and {lo})" if check else f"library (orders {hi})"
+    for i, j in tqdm(jobs, desc=desc, unit="atom"):
         t_hi[i, j] = solve(args, radii[j], wavelengths[i], hi)
-        t_lo[i, j] = solve(args, radii[j], wavelengths[i], lo)
-    converged = np.abs(t_hi - t_lo) <= args.consistency_tol
+        if check:
+            t_lo[i, j] = solve(args, radii[j], wavelengths[i], lo)
+    converged = np.abs(t_hi - t_lo) <= args.consistency_tol if check else np.ones(t_hi.shape, bool)
     t = t_hi.copy()
     for i in range(len(wavelengths)):
         ok = converged[i]
@@ -216,7 +262,7 @@ def build_library(args) -> tuple[pd.DataFrame, pd.DataFrame]:
         f"t{lo}_real": t_lo.real.ravel(), f"t{lo}_imag": t_lo.imag.ravel(),
         "converged": converged.ravel(),
     })
-    return lib, raw
+    return lib, raw, t_hi
 
 
 def main(argv=None) -> None:
@@ -228,21 +274,23 @@ def main(argv=None) -> None:
     print(f"{args.pillar_material} pillars, {args.height_m * 1e9:.0f} nm tall, {args.unit_cell_m * 1e9:.0f} nm "
           f"cell, on {args.substrate_material}; writing {args.out}")
     t0 = time.time()
-    conv = convergence_study(args)
-    write_csv(conv, args.convergence)
-    top = conv[conv.n_orders == args.orders]
-    if len(top):
-        print(f"convergence: at N={args.orders} max |t_N - t_highest| = {top.delta_vs_highest.max():.3g}, "
-              f"median {top.delta_vs_highest.median():.3g}")
-    lib, raw = build_library(args)
+    lib, raw, t_solved = build_library(args)
     out = args.out
     write_csv(lib, out)
     if args.raw:
         write_csv(raw, args.raw)
     n_bad = int((~raw.converged).sum())
-    print(f"library: {len(lib)} atoms, {n_bad} ({100 * n_bad / len(raw):.1f}%) not converged in order "
-          f"and replaced by spline; max |t| = {lib.amplitude.max():.4f}; wrote {out} "
+    print(f"library: {len(lib)} atoms at {args.orders} orders ({args.method}), {n_bad} "
+          f"({100 * n_bad / len(raw):.1f}%) replaced by spline; max |t| = {lib.amplitude.max():.4f}; wrote {out} "
           f"in {time.time() - t0:.0f} s; use it with --set optics.meta_atom={out}")
+    radii = np.linspace(args.r_min_m, args.r_max_m, args.n_radii)
+    points, summary = convergence_study(args, t_solved, library_wavelengths(args), radii)
+    write_csv(summary, args.convergence)
+    write_csv(points, args.convergence.with_name(f"{args.convergence.stem}_points.csv"))
+    print(f"convergence: N={args.orders} vs N={args.reference_orders} on {summary.n_radii.iloc[0]} radii per "
+          f"wavelength: max |dt| = {summary.max_abs_dt.max():.4f} (at {summary.wavelength_m[summary.max_abs_dt.idxmax()] * 1e9:.0f} nm), "
+          f"max |d amplitude| = {summary.max_abs_damplitude.max():.4f}, max |d phase| = "
+          f"{summary.max_abs_dphase_rad.max():.4f} rad; wrote {args.convergence}; total {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

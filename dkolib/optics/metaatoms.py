@@ -79,7 +79,7 @@ CSV_FORMAT = (
 )
 BUILD_HINT = (
     "build it with `python scripts/build_metaatom_library.py --out dkolib/optics/data/metaatom_library.csv "
-    "--convergence results/metaatoms/convergence.csv` (6-9 minutes on one core) or the "
+    "--convergence results/metaatoms/convergence.csv` (about 50 minutes on one core) or the "
     "corresponding snakemake rule"
 )
 _NM = 1e9  # the splines work on radii in nanometres to keep the coefficients O(1)
