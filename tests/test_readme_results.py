@@ -123,8 +123,20 @@ def test_as_fabricated_section_reads_the_light_ratio_per_design(tmp_path):
     results.mkdir(parents=True)
     assert rr.as_fabricated_section(ProfilePaths("default", tmp_path)) == ""  # no table, no section
     pd.DataFrame(rows).to_csv(results / "as_fabricated.csv", index=False)
+    (results / "stage1").mkdir()
+    pd.DataFrame([{"model": "electronic", "split": "synthetic_test", "abs_rel": 0.18},
+                  {"model": "constant", "split": "synthetic_test", "abs_rel": 0.52},
+                  {"model": "constant", "split": "motorcycle", "abs_rel": 0.19}]).to_csv(
+        results / "stage1" / "metrics.csv", index=False)
     text = rr.as_fabricated_section(ProfilePaths("default", tmp_path))
     assert "dko's light in the crop is 0.60x its designed; e2e's light in the crop is 0.80x its designed." in text
+    assert "References (AbsRel, test split): electronic 0.18, constant predictor 0.52." in text
+    assert "worse than the constant predictor" not in text  # 0.3 < 0.52
+    frame = pd.DataFrame(rows)
+    frame.loc[(frame["design"] == "e2e") & (frame["reading"] == "as_fabricated"), "abs_rel_full_psf_noise"] = 0.6
+    frame.to_csv(results / "as_fabricated.csv", index=False)
+    text = rr.as_fabricated_section(ProfilePaths("default", tmp_path))
+    assert "Under sensor noise, as fabricated, e2e read worse than the constant predictor." in text
     assert "| dko | staircase | 0.2 | 0.9 | 0.1 | 0.2 | 0.3 |" in text and "cells `bandlimited`" in text
 
 

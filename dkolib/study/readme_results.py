@@ -372,23 +372,29 @@ def layout_section(paths: ProfilePaths) -> str:
 
 
 def as_fabricated_section(paths: ProfilePaths) -> str:
-    """The designs of the previous optical model read as designed and as fabricated (``as_fabricated.csv``)."""
-    table = _read(paths.results / "as_fabricated.csv")
+    """The previous optical model's designs read as designed and as fabricated (``as_fabricated.csv``)."""
+    table, metrics = _read(paths.results / "as_fabricated.csv"), _read(paths.results / "stage1" / "metrics.csv")
     if table is None:
         return ""
     cols = {"design": "design", "reading": "read as", "light_crop": "light in crop", "corr": "channel corr.",
-            "kernel_err": "kernel error", "abs_rel_crop": "AbsRel crop",
-            "abs_rel_full_psf_noise": "AbsRel full PSF + noise"}
-    light = table.set_index(["design", "reading"])["light_crop"]
-    ratios = [f"{d}'s light in the crop is {light[(d, 'as_fabricated')] / light[(d, 'as_designed')]:.2f}x its designed"
-              for d in table["design"].unique() if {(d, "as_designed"), (d, "as_fabricated")} <= set(light.index)]
+            "kernel_err": "kernel error", "abs_rel_crop": "AbsRel crop", "abs_rel_full_psf_noise": "AbsRel full PSF + noise"}
+    by = table.set_index(["design", "reading"])
+    designs = [d for d in table["design"].unique() if {(d, "as_designed"), (d, "as_fabricated")} <= set(by.index)]
+    test = pd.Series(dtype=float) if metrics is None else metrics[metrics["split"].str.endswith("test")].set_index("model")["abs_rel"]
+    refs = [f"{n} {_fmt(test[k])}" for k, n in (("electronic", "electronic"), ("constant", "constant predictor")) if k in test]
+    worse = [d for d in designs if "constant" in test and "abs_rel_full_psf_noise" in by
+             and by.loc[(d, "as_fabricated"), "abs_rel_full_psf_noise"] > test["constant"]]
     return ("### As designed versus as fabricated (`as_fabricated.csv`)\n\n"
             f"The designs of the previous optical model (cells `{table['designed_cell_model'].iloc[0]}`, library "
             f"`{table['designed_library'].iloc[0]}`) read by the model they were made with, by the staircase of "
             "cells the mask builds, and by the staircase with the current library (`scripts/as_fabricated.py`; "
             "gains refitted in closed form for each, as a built camera is calibrated; DKO against the electronic "
-            "kernels, E2E against its own as-designed kernels). As fabricated, " + "; ".join(ratios) + ".\n\n"
-            + _table(_renamed(table, cols)) + "\n")
+            "kernels, E2E against its own as-designed kernels). As fabricated, " + "; ".join(
+                f"{d}'s light in the crop is {by.loc[(d, 'as_fabricated'), 'light_crop'] / by.loc[(d, 'as_designed'), 'light_crop']:.2f}x"
+                " its designed" for d in designs) + "."
+            + (f" References (AbsRel, test split): {', '.join(refs)}." if refs else "")
+            + (f" Under sensor noise, as fabricated, {' and '.join(worse)} read worse than the constant predictor."
+               if worse else "") + "\n\n" + _table(_renamed(table, cols)) + "\n")
 
 
 def cost_section(root: Path) -> tuple[str, dict]:
