@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -86,3 +87,38 @@ def test_rebuilt_arrays_keep_their_radii_and_refuse_a_library_that_cannot_hold_t
         inside.latent.copy_(torch.logit((r - atom.r_min_m) / (atom.r_max_m - atom.r_min_m), eps=1e-6))
     moved = rebuild_array(inside, cfg.optics, narrow_atom)
     torch.testing.assert_close(array_radii_m(moved), array_radii_m(inside), rtol=0, atol=1e-11)
+
+
+def test_finer_grids_hold_the_same_staircase_and_the_lattice_snaps_cell_edges():
+    from dkolib.fab.as_fabricated import lattice_transmission, subdivided
+    from dkolib.fab.layout import pillar_lattice
+
+    model, cfg, _ = _design("staircase")
+    array = model.first_layer.array
+    with torch.no_grad():
+        t = array.transmission()[:2]
+    wls = array.wavelengths_m[:2]
+    fine, fine_optics = subdivided(t, cfg.optics, 3)
+    assert fine_optics.n_cells == 3 * cfg.optics.n_cells
+    assert fine_optics.n_cells * fine_optics.cell_pitch_m == pytest.approx(cfg.optics.n_cells * cfg.optics.cell_pitch_m)
+    with pytest.raises(ValueError, match="odd"):
+        subdivided(t, cfg.optics, 2)
+    # the staircase of 3 x 3 sub-cells is the same field as the cells': its PSF does not move (to float32
+    # round-off), while the band-limited picture moves towards it as the grid refines
+    window = cfg.optics.loss_window_px
+    coarse = psf(t, wls, cfg.optics, window)
+    torch.testing.assert_close(psf(fine, wls, fine_optics, window), coarse, rtol=2e-3, atol=1e-6 * float(coarse.max()))
+    err = {}
+    for f in (1, 3):
+        field, optics = subdivided(t, dataclasses.replace(cfg.optics, cell_model="bandlimited"), f)
+        err[f] = float((psf(field, wls, optics, window) - coarse).norm() / coarse.norm())
+    assert err[3] < 0.5 * err[1], err
+    # the lattice: every site of a cell holds the cell's value; 8 or 9 sites per 2.5 um cell at 300 nm
+    lat, lat_optics = lattice_transmission(t, cfg.optics)
+    lattice = pillar_lattice(cfg.optics.n_cells, cfg.optics.cell_pitch_m, cfg.optics.unit_cell_m)
+    counts = set(np.diff(lattice.first_site).tolist())
+    assert counts == {8, 9} and lat.shape[-1] == lat_optics.n_cells == len(lattice.site_dbu)
+    for n in (0, cfg.optics.n_cells // 2, cfg.optics.n_cells - 1):
+        sites = slice(int(lattice.first_site[n]), int(lattice.first_site[n + 1]))
+        assert torch.equal(lat[:, sites, sites], t[:, n:n + 1, n:n + 1].expand(-1, sites.stop - sites.start,
+                                                                               sites.stop - sites.start))

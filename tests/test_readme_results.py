@@ -140,6 +140,21 @@ def test_as_fabricated_section_reads_the_light_ratio_per_design(tmp_path):
     assert "| dko | staircase | 0.2 | 0.9 | 0.1 | 0.2 | 0.3 |" in text and "cells `bandlimited`" in text
 
 
+def test_cell_pitch_section_reads_the_models_distance_from_the_lattice(tmp_path):
+    (tmp_path / "config").mkdir()
+    results = tmp_path / "results" / "default"
+    results.mkdir(parents=True)
+    assert rr.cell_pitch_section(ProfilePaths("default", tmp_path)) == ""
+    pd.DataFrame([{"cell_model": m, "grid": g, "pitch_m": p, "n_cells": n, "light_crop": 0.2, "rel_psf_err": e,
+                   "corr": 0.99, "kernel_err": 0.1, "seconds": 1.0}
+                  for m, g, p, n, e in (("staircase", "lattice", 3e-7, 2141, 0.0), ("staircase", "cells/1", 2.5e-6, 257, 0.005),
+                                        ("bandlimited", "cells/1", 2.5e-6, 257, 0.58))]).to_csv(results / "cell_pitch.csv",
+                                                                                                  index=False)
+    text = rr.cell_pitch_section(ProfilePaths("default", tmp_path))
+    assert "the staircase model is 0.5 % from the lattice, the band-limited one 58 %." in text
+    assert "| bandlimited | cells/1 | 2.50e-06 | 0.2 | 0.58 | 0.99 | 0.1 |" in text
+
+
 def test_operating_point_sentence_reports_spread_and_disagreeing_metrics():
     rows = []
     for w, abs_rel, a1, rmse in ((0.25, 0.30, 0.5, 10.0), (0.5, 0.33, 0.6, 9.0), (2.0, 0.36, 0.7, 8.0)):

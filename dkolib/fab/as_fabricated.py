@@ -12,6 +12,11 @@ under another model and measures what a camera built from it would give:
   closed form (a built camera is calibrated: its gains are fitted to the PSFs it has);
 * ``abs_rel`` etc. per evaluation mode (crop, full PSF with sensor noise, ...), with those gains.
 
+:func:`subdivided` and :func:`lattice_transmission` put a design's cells on a finer simulation
+grid: each cell repeated ``s x s`` times (the same staircase, or a finer sampling for the
+band-limited model), or the mask's own pillar lattice, every site taking its cell's transmission
+(:func:`dkolib.fab.layout.pillar_lattice`: the cells' edges snap to the lattice).
+
 Units: PSFs in fractions of the aperture energy, radii in metres.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -33,6 +39,7 @@ from ..optics.metaatoms import latent_from_radius, radius_from_latent
 from ..optics.metasurface import MetasurfaceArray
 from ..optics.propagation import psf
 from ..optics.render import crop_center
+from .layout import pillar_lattice
 
 
 def array_radii_m(array: nn.Module) -> torch.Tensor:
@@ -141,4 +148,31 @@ def read_designs(designs: dict[str, tuple[nn.Module, torch.Tensor]], readings: d
     return pd.DataFrame(rows)
 
 
-__all__ = ["array_radii_m", "read_design", "read_designs", "rebuild_array", "signed_kernels"]
+def subdivided(transmission: torch.Tensor, optics_cfg, factor: int) -> tuple[torch.Tensor, object]:
+    """Each cell of ``transmission [E, N, N]`` repeated ``factor x factor`` times, and the optics of that grid.
+
+    ``factor`` must be odd so the optical axis stays on a (sub-)cell centre; the grid has
+    ``N factor`` cells at ``cell_pitch_m / factor`` over the same aperture.
+    """
+    factor = int(factor)
+    if factor < 1 or factor % 2 != 1:
+        raise ValueError(f"factor must be a positive odd integer (the axis stays on a cell), got {factor}")
+    fine = transmission.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+    return fine, dataclasses.replace(optics_cfg, n_cells=optics_cfg.n_cells * factor,
+                                     cell_pitch_m=optics_cfg.cell_pitch_m / factor)
+
+
+def lattice_transmission(transmission: torch.Tensor, optics_cfg) -> tuple[torch.Tensor, object]:
+    """The mask's pillar lattice: ``[E, 2J+1, 2J+1]`` site transmissions at ``unit_cell_m``, and that grid's optics.
+
+    Each site takes the transmission of the simulation cell its centre falls in, as
+    :func:`dkolib.fab.layout.pillar_lattice` assigns radii; the aperture is the sites' unit
+    cells (slightly smaller than ``N p`` where ``p / a`` is not whole).
+    """
+    lattice = pillar_lattice(optics_cfg.n_cells, optics_cfg.cell_pitch_m, optics_cfg.unit_cell_m)
+    cell_of_site = torch.from_numpy(np.repeat(np.arange(lattice.n_cells), np.diff(lattice.first_site)))
+    fine = transmission.index_select(-1, cell_of_site).index_select(-2, cell_of_site)
+    return fine, dataclasses.replace(optics_cfg, n_cells=len(cell_of_site), cell_pitch_m=optics_cfg.unit_cell_m)
+
+
+__all__ = ["array_radii_m", "lattice_transmission", "subdivided", "read_design", "read_designs", "rebuild_array", "signed_kernels"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .readme_fab import as_fabricated_section, cell_pitch_section
 from .paths import ProfilePaths
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -371,32 +372,6 @@ def layout_section(paths: ProfilePaths) -> str:
             "and extrapolates to the paper's 384 metasurfaces of 1025 cells.\n\n" + _table(out) + "\n")
 
 
-def as_fabricated_section(paths: ProfilePaths) -> str:
-    """The previous optical model's designs read as designed and as fabricated (``as_fabricated.csv``)."""
-    table, metrics = _read(paths.results / "as_fabricated.csv"), _read(paths.results / "stage1" / "metrics.csv")
-    if table is None:
-        return ""
-    cols = {"design": "design", "reading": "read as", "light_crop": "light in crop", "corr": "channel corr.",
-            "kernel_err": "kernel error", "abs_rel_crop": "AbsRel crop", "abs_rel_full_psf_noise": "AbsRel full PSF + noise"}
-    by = table.set_index(["design", "reading"])
-    designs = [d for d in table["design"].unique() if {(d, "as_designed"), (d, "as_fabricated")} <= set(by.index)]
-    test = pd.Series(dtype=float) if metrics is None else metrics[metrics["split"].str.endswith("test")].set_index("model")["abs_rel"]
-    refs = [f"{n} {_fmt(test[k])}" for k, n in (("electronic", "electronic"), ("constant", "constant predictor")) if k in test]
-    worse = [d for d in designs if "constant" in test and "abs_rel_full_psf_noise" in by
-             and by.loc[(d, "as_fabricated"), "abs_rel_full_psf_noise"] > test["constant"]]
-    return ("### As designed versus as fabricated (`as_fabricated.csv`)\n\n"
-            f"The designs of the previous optical model (cells `{table['designed_cell_model'].iloc[0]}`, library "
-            f"`{table['designed_library'].iloc[0]}`) read by the model they were made with, by the staircase of "
-            "cells the mask builds, and by the staircase with the current library (`scripts/as_fabricated.py`; "
-            "gains refitted in closed form for each, as a built camera is calibrated; DKO against the electronic "
-            "kernels, E2E against its own as-designed kernels). As fabricated, " + "; ".join(
-                f"{d}'s light in the crop is {by.loc[(d, 'as_fabricated'), 'light_crop'] / by.loc[(d, 'as_designed'), 'light_crop']:.2f}x"
-                " its designed" for d in designs) + "."
-            + (f" References (AbsRel, test split): {', '.join(refs)}." if refs else "")
-            + (f" Under sensor noise, as fabricated, {' and '.join(worse)} read worse than the constant predictor."
-               if worse else "") + "\n\n" + _table(_renamed(table, cols)) + "\n")
-
-
 def cost_section(root: Path) -> tuple[str, dict]:
     costs = _read(root / "results" / "costs.csv")
     if costs is None:
@@ -581,7 +556,7 @@ def render(profile: str, root: Path | None = None) -> str:
              "Every number below is read from `results/` by `dkolib/study/readme_results.py`.", "",
              dag_section(paths), optics_section(root), stage1_section(paths), dko_section(paths), synthesis_section(paths),
              operating_point_section(paths), physical_section(paths), tolerance_section(paths),
-             layout_section(paths), as_fabricated_section(paths),
+             layout_section(paths), as_fabricated_section(paths), cell_pitch_section(paths),
              _figure(paths, "crop_vs_physical", "crop vs physical evaluation", root),
              eb_text,
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
