@@ -37,7 +37,7 @@ from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.depth.data import get_dataset  # noqa: E402
 from dkolib.dko.evaluation import load_design  # noqa: E402
 from dkolib.dko.train import load_depthnet  # noqa: E402
-from dkolib.fab.as_fabricated import read_designs, signed_kernels  # noqa: E402
+from dkolib.fab.as_fabricated import designed_kernels, read_designs  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
 from dkolib.optics.grids import CELL_MODELS  # noqa: E402
 from dkolib.optics.metaatoms import load_atom  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv=None) -> pd.DataFrame:
         designs["dko"] = (model, load_depthnet(args.stage1, designed_cfg).conv1_weight().detach())
     if args.e2e is not None:
         model = load_design(args.e2e, designed_cfg)
-        designs["e2e"] = (model, signed_kernels(model))
+        designs["e2e"] = (model, designed_kernels(model))
     dataset = get_dataset(cfg, args.split, paths.data_cache)
     frame = read_designs(designs, readings, cfg, dataset, seed=args.seed, max_items=args.max_items)
     frame["designed_cell_model"] = args.designed_cell_model

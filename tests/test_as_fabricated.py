@@ -14,7 +14,7 @@ from dkolib.depth.network import DepthNet
 from dkolib.depth.predict import predict_depth
 from dkolib.dko.evaluation import hybrid_from_dko
 from dkolib.dko.kernels import merge_signed
-from dkolib.fab.as_fabricated import array_radii_m, read_design, rebuild_array, signed_kernels
+from dkolib.fab.as_fabricated import array_radii_m, designed_kernels, read_design, rebuild_array
 from dkolib.optics import psf
 from dkolib.optics.metaatoms import DEFAULT_LIBRARY_PATH, MetaAtomLibrary, load_atom
 from dkolib.optics.metasurface import MetasurfaceArray
@@ -46,7 +46,7 @@ def _own_predictions(model, n=2):
 
 def test_a_design_read_by_its_own_model_is_itself_and_the_staircase_is_not():
     model, cfg, atom = _design("bandlimited")
-    target = signed_kernels(model)  # realisable by construction: the design's own kernels
+    target = designed_kernels(model)  # realisable by construction: the design's own kernels
     dataset = _own_predictions(model)
     own = read_design(model, target, cfg, cfg.optics, atom, dataset, evals=("crop",))
     assert own["kernel_err"] < 1e-5 and own["corr"] > 1 - 1e-6

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..dko.evaluation import evaluate_design, find_frontend
-from ..dko.fidelity import (apply_element_gains, element_gain_shape, fidelity_table, fit_element_gains, fit_gain,
+from ..dko.fidelity import (element_gain_shape, fidelity_table, fit_element_gains, fit_gain,
                             summarize_fidelity)
 from ..dko.frontend import OpticalFrontEnd, with_first_layer
 from ..dko.kernels import merge_signed
@@ -69,23 +69,19 @@ def rebuild_array(array: nn.Module, optics_cfg, atom) -> MetasurfaceArray:
     return out.requires_grad_(False)
 
 
-def signed_kernels(model: nn.Module) -> torch.Tensor:
-    """The gain-applied signed crop kernels ``[C_out, C_in, k, k]`` of a hybrid model's front end.
+def designed_kernels(model: nn.Module) -> torch.Tensor:
+    """The gain-applied signed crop kernels ``[C_out, C_in, k, k]`` (float64) of a hybrid model's front end.
 
     The crop is taken from the loss window's PSFs, as :func:`read_design` takes it (the window
     band limit, and with it the band-limited model's values, depend on the window).
     """
     fe = find_frontend(model)
     if fe is None:
-        raise TypeError("signed_kernels needs a hybrid model (an OpticalFrontEnd first layer)")
+        raise TypeError("designed_kernels needs a hybrid model (an OpticalFrontEnd first layer)")
     with torch.no_grad():
         window = psf(fe.array, fe.array.wavelengths_m, fe.optics_cfg, fe.optics_cfg.loss_window_px,
                      engine=fe.engine)
-        crop = crop_center(window, fe.kernel_size).to(torch.float64)
-        gain = fe.gain.detach().to(torch.float64)
-        if gain.dim() == 1:
-            return gain[:, None, None, None] * merge_signed(crop, fe.n_out, fe.n_in)
-        return apply_element_gains(crop, gain.reshape(-1), fe.n_out, fe.n_in)
+        return fe.kernels(window.to(torch.float64))
 
 
 def read_design(model: nn.Module, target: torch.Tensor, cfg, optics_cfg, atom, dataset,
@@ -96,7 +92,7 @@ def read_design(model: nn.Module, target: torch.Tensor, cfg, optics_cfg, atom, d
     Args:
         model: hybrid ``DepthNet`` (its ``OpticalFrontEnd`` array holds radius latents).
         target: ``[C_out, C_in, k, k]`` kernels the design is meant to realise (DKO: the
-            electronic network's; E2E: its own as-designed kernels, :func:`signed_kernels`).
+            electronic network's; E2E: its own as-designed kernels, :func:`designed_kernels`).
         cfg: the profile's :class:`~dkolib.config.Config` (data, noise levels, gain model).
         optics_cfg: the optics that read the radii (``cell_model``, geometry).
         atom: the meta-atom library that maps radii to transmissions.
@@ -112,13 +108,16 @@ def read_design(model: nn.Module, target: torch.Tensor, cfg, optics_cfg, atom, d
     with torch.no_grad():
         window = psf(array, array.wavelengths_m, optics_cfg, optics_cfg.loss_window_px, engine=fe.engine)
         render = psf(array, array.wavelengths_m, optics_cfg, optics_cfg.render_window_px, engine=fe.engine)
-    summary = summarize_fidelity(fidelity_table(window, target, psf_render=render))
     crop = crop_center(window, optics_cfg.kernel_size).to(torch.float64)
+    channel_gain = fit_gain(merge_signed(crop, fe.n_out, fe.n_in), target)
+    element_gain = fit_element_gains(crop, target)
+    summary = summarize_fidelity(fidelity_table(window, target, channel_gain, psf_render=render,
+                                                element_gain=element_gain))
     if cfg.optics.gain == "element":
-        gain = element_gain_shape(fit_element_gains(crop, target), fe.n_out, fe.n_in)
+        gain = element_gain_shape(element_gain, fe.n_out, fe.n_in)
         corr, err = summary["channel_corr_elem_mean"], summary["channel_norm_err_elem_mean"]
     else:
-        gain = fit_gain(merge_signed(crop, fe.n_out, fe.n_in), target)
+        gain = channel_gain
         corr, err = summary["channel_corr_mean"], summary["channel_norm_err_mean"]
     front = OpticalFrontEnd(array, optics_cfg, fe.n_out, fe.n_in, mode="crop", engine=fe.engine,
                             gain=gain.float(), trainable_gain=False, cache_psf=True)
@@ -175,4 +174,5 @@ def lattice_transmission(transmission: torch.Tensor, optics_cfg) -> tuple[torch.
     return fine, dataclasses.replace(optics_cfg, n_cells=len(cell_of_site), cell_pitch_m=optics_cfg.unit_cell_m)
 
 
-__all__ = ["array_radii_m", "lattice_transmission", "subdivided", "read_design", "read_designs", "rebuild_array", "signed_kernels"]
+__all__ = ["array_radii_m", "designed_kernels", "lattice_transmission", "read_design", "read_designs", "rebuild_array",
+           "subdivided"]
