@@ -21,6 +21,7 @@ import math
 
 import pandas as pd
 
+from .markdown import _fmt
 from .stats import CLAIM_FACTOR, HIGHER_IS_BETTER
 
 METHOD_NAMES = {"electronic": "the electronic network", "dko": "DKO", "dko_ft": "DKO + fine-tune",
@@ -38,7 +39,6 @@ HUNDREDS = 100.0
 
 def _n(x: float) -> str:
     """A number with 3 significant digits (``n/a`` for NaN)."""
-    from .readme_results import _fmt
     return _fmt(x)
 
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .markdown import _fmt, _read, _renamed, _table
 from .paths import ProfilePaths
-
-
-def _parts():
-    from .readme_results import _fmt, _read, _renamed, _table
-
-    return _fmt, _read, _renamed, _table
 
 
 def as_fabricated_section(paths: ProfilePaths) -> str:
     """The previous optical model's designs read as designed and as fabricated (``as_fabricated.csv``)."""
-    _fmt, _read, _renamed, _table = _parts()
     table, metrics = _read(paths.results / "as_fabricated.csv"), _read(paths.results / "stage1" / "metrics.csv")
     if table is None:
         return ""
@@ -42,7 +36,6 @@ def as_fabricated_section(paths: ProfilePaths) -> str:
 
 def cell_pitch_section(paths: ProfilePaths) -> str:
     """One DKO design on finer simulation grids and on the mask's pillar lattice (``cell_pitch.csv``)."""
-    _fmt, _read, _renamed, _table = _parts()
     table = _read(paths.results / "cell_pitch.csv")
     if table is None:
         return ""
