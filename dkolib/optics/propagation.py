@@ -142,7 +142,7 @@ import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .grids import (  # noqa: F401  (re-exported: the grids were first defined here)
-    CELL_MODELS, ENGINES, _freq_for_travel, _good_fft_size, _reach_m, _travel_for_freq_m, _window_extent_m,
+    CELL_MODELS, ENGINES, _freq_for_travel, _good_fft_size, _reach_m, _travel_for_freq_m,
     band_limit_cycles_per_m, cell_coords_m, cell_model_of, check_padding, incident_phase_rad, margin_m,
     padded_size, pixel_centres_m, sample_coords_m, spread_m, subcells_per_cell, window_cutoff_cycles_per_m,
 )
@@ -172,9 +172,9 @@ def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance
     if L < reach_m + t_cut:
         raise ValueError(f"padded grid of {n_pad} cells ({L * 1e3:.3f} mm) is too small for the window band "
                          f"limit (needs {(reach_m + t_cut) * 1e3:.3f} mm); increase the padding")
-    if cell_model not in CELL_MODELS:
-        raise ValueError(f"cell_model must be one of {CELL_MODELS}, got {cell_model!r}")
     f_cut = _freq_for_travel(t_cut, wavelength_m, sensor_distance_m)
+    # sub-cells per cell of the transformed grid: the reference engine's staircase only
+    sub = int(subcells) if (cell_model == "staircase" and not crop_band) else 1
     aperture = None  # per-axis spectrum of one cell's (or sub-cell's) square, p sinc(p f) / p
     if cell_model == "staircase" and crop_band:
         # every frequency the window can receive, beyond the grid's Nyquist frequency too: the
@@ -187,12 +187,11 @@ def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance
     else:
         # bandlimited: one period of the grid; staircase reference: the grid of `subcells` x
         # `subcells` sub-cells per cell, fine enough that its Nyquist frequency passes f_cut
-        u = int(subcells) if cell_model == "staircase" else 1
-        f = np.fft.fftfreq(n_pad * u, d=p / u)  # cycles/m, FFT order
-        idx = np.nonzero(np.abs(f) <= f_cut)[0] if crop_band else np.arange(n_pad * u)
+        f = np.fft.fftfreq(n_pad * sub, d=p / sub)  # cycles/m, FFT order
+        idx = np.nonzero(np.abs(f) <= f_cut)[0] if crop_band else np.arange(n_pad * sub)
         fk = f[idx]
         if cell_model == "staircase":
-            aperture = np.sinc(p / u * fk)
+            aperture = np.sinc(p / sub * fk)
     f2 = fk[None, :] ** 2 + fk[:, None] ** 2
     arg = 1.0 / wavelength_m ** 2 - f2
     prop = arg > 0
@@ -207,13 +206,12 @@ def _operators_np(n_cells: int, n_pad: int, cell_pitch_m: float, sensor_distance
     if aperture is not None:
         taper = taper * aperture[None, :] * aperture[:, None]
     H = np.where(prop, taper * np.exp(1j * phase), 0.0)
-    # field at x: (1/Np) sum_k S_k exp(i 2 pi f_k (x + c q)), c = (N u - 1)/2 with sample pitch q = p / u
-    # (cell or sub-cell 0 sits at FFT index 0); the transform's length n_pad u
-    u = int(subcells) if (cell_model == "staircase" and not crop_band) else 1
-    c = (n_cells * u - 1) / 2.0
-    E = np.exp(1j * 2 * np.pi * (coords[:, None] + c * p / u) * fk[None, :]) / (n_pad * u)
+    # field at x: (1/Np) sum_k S_k exp(i 2 pi f_k (x + c q)), c = (N sub - 1)/2 with sample pitch q = p / sub
+    # (cell or sub-cell 0 sits at FFT index 0); the transform's length n_pad sub
+    c = (n_cells * sub - 1) / 2.0
+    E = np.exp(1j * 2 * np.pi * (coords[:, None] + c * p / sub) * fk[None, :]) / (n_pad * sub)
     inc = incident_phase_rad(n_cells, p, source_distance_m, wavelength_m)
-    return inc, (None if len(idx) == n_pad * u and np.array_equal(idx, np.arange(n_pad * u)) else idx), H, E
+    return inc, (None if np.array_equal(idx, np.arange(n_pad * sub)) else idx), H, E
 
 
 # Device-side operator cache. Building the operators costs more than a PSF (a float64
@@ -464,11 +462,10 @@ def psf(source, wavelengths_m=None, optics_cfg=None, window_px: int | None = Non
 
 
 __all__ = [
-    "CELL_MODELS", "ENGINES", "asm_full_field", "cell_model_of", "subcells_per_cell", "window_cutoff_cycles_per_m", "band_limit_cycles_per_m", "cell_coords_m", "check_padding",
-    "clear_operator_cache",
-    "margin_m", "spread_m", "incident_phase_rad",
-    "padded_size", "pixel_centres_m", "psf", "psf_fast",
-    "psf_reference", "sample_coords_m",
+    "CELL_MODELS", "ENGINES", "asm_full_field", "band_limit_cycles_per_m", "cell_coords_m", "cell_model_of",
+    "check_padding", "clear_operator_cache", "incident_phase_rad", "margin_m", "padded_size", "pixel_centres_m",
+    "psf", "psf_fast", "psf_reference", "sample_coords_m", "spread_m", "subcells_per_cell",
+    "window_cutoff_cycles_per_m",
 ]
 
 # the analytic cost model lives in its own module; re-exported here, where it was first defined
