@@ -111,6 +111,11 @@ class TrainConfig:
     (relative) over the last ``plateau_patience`` evaluations (every ``eval_every`` steps);
     0 = always run ``steps``, which is otherwise the cap."""
     plateau_tol: float = field(default=0.01, metadata=_range(0.0, 0.99))
+    passband_weight: float = field(default=0.0, metadata=_range(0.0, 1e6))
+    """Optics-aware stage 1: weight of the first layer's out-of-band energy fraction in the loss
+    (:func:`dkolib.optics.realisability.passband_penalty`; 0: a purely electronic stage 1)."""
+    passband: str = field(default="square", metadata=_range(choices=("square", "disk")))
+    """Passband of ``passband_weight``: the square aperture's, or the inscribed disk's (stricter)."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,17 @@ class DKOConfig:
     lr: float = field(default=5e-2, metadata=_range(1e-8, 100.0))
     loss: str = field(default="leakage", metadata=_range(choices=("paper", "leakage")))
     leakage_weight: float = field(default=1.0, metadata=_range(0.0, 1e6))
-    init: str = field(default="lens", metadata=_range(choices=("lens", "random", "lens_random")))
-    """Stage-2 start: imaging lens, uniform random radii, or lens plus Gaussian phase noise."""
+    init: str = field(default="lens", metadata=_range(choices=("lens", "random", "lens_random", "smooth_random")))
+    """Stage-2 start: imaging lens, uniform random radii, lens plus Gaussian phase noise, or random
+    phase correlated over ``init_corr_cells`` cells."""
     init_noise_rad: float = field(default=1.0, metadata=_range(0.0, 100.0))
     """Phase-noise standard deviation (rad) of ``init: lens_random``."""
+    init_corr_cells: float = field(default=4.0, metadata=_range(0.0, 1e4))
+    """Correlation length (cells) of ``init: smooth_random``."""
+    smoothness_weight: float = field(default=0.0, metadata=_range(0.0, 1e6))
+    """Weight of the cell-to-cell smoothness term (:func:`dkolib.dko.losses.smoothness_penalty`)."""
+    phase_block_cells: int = field(default=1, metadata=_range(1, 1000))
+    """Coarser phase grid: blocks of b x b cells share one radius (1: every cell free)."""
     stop_window: int = field(default=0, metadata=_range(0, 10_000_000))
     """Stopping rule: stop once the loss improved by less than ``stop_tol`` (relative) over
     the last ``stop_window`` steps; 0 = always run ``steps`` (the cap)."""

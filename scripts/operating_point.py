@@ -31,13 +31,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.study.cli import add_validation_study_args, load_validation_study, run_cli  # noqa: E402
 from dkolib import plots  # noqa: E402
-from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.depth.data import get_dataset  # noqa: E402
 from dkolib.dko.evaluation import EVAL_MODES, evaluate_design, ideal_optics_model, load_design  # noqa: E402
-from dkolib.io import set_threads, write_csv  # noqa: E402
-from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.io import write_csv  # noqa: E402
 from dkolib.study.stats import paired_difference_ci  # noqa: E402
 from dkolib.study.pipeline import run_dko_stage2  # noqa: E402
 
@@ -70,21 +68,11 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--stage1", type=Path, required=True, help="stage-1 model.pt")
     ap.add_argument("--weights", default=None, help="comma-separated leakage weights (default: dko.operating_weights)")
-    ap.add_argument("--split", default="val")
-    ap.add_argument("--max-items", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0, help="sensor-noise seed")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--work", type=Path, default=None, help="default: results/<profile>/dko/operating_point.work")
-    ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko/operating_point.csv")
+    add_validation_study_args(ap, "operating_point")
     ap.add_argument("--figure", type=Path, default=None, help="figure stem (default: figures/<profile>/dko_operating_point)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
 
-    cfg = load_config(args.profile, parse_overrides(args.overrides))
-    set_threads(args.threads or cfg.threads)
-    paths = ProfilePaths(cfg.profile)
-    if not args.stage1.exists():
-        raise SystemExit(f"--stage1 {args.stage1} does not exist (run stage 1 first: snakemake {args.stage1})")
+    cfg, paths = load_validation_study(args)
     weights = ([float(w) for w in args.weights.split(",")] if args.weights else list(cfg.dko.operating_weights))
     if not weights or any(w < 0 for w in weights):
         raise SystemExit(f"leakage weights must be a non-empty list of numbers >= 0, got {weights}")

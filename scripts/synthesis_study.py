@@ -9,7 +9,13 @@ alone (it reports all channels; the choice is made on two of them):
 
 * ``init_lr``: every ``--inits`` x ``--lrs`` with the profile's loss and leakage weight;
 * ``leakage``: the leakage loss at every ``--leakage-weights`` and the paper's loss, with
-  the profile's init and lr: channel kernel error against the light in the crop (Pareto).
+  the profile's init and lr: channel kernel error against the light in the crop (Pareto);
+* ``smoothness``: designs with a smoother phase, with the profile's loss, weight and lr: a
+  correlated random start (``--corr-cells``), a cell-to-cell smoothness term from the profile's
+  start (``--smoothness-weights``) and a coarser phase grid (``--block-cells``). Under the
+  staircase cell model white phase sends light to high angles; these ask whether a smoother
+  phase keeps the fidelity and raises the light in the crop. ``roughness`` is the final
+  design's :func:`dkolib.dko.losses.smoothness_penalty` (1: white phase, 0: uniform).
 
 Stage 2 treats elements independently (summed loss, per-parameter Adam), so a channel's
 result does not depend on which other channels are fitted with it. Each run is continued
@@ -37,6 +43,7 @@ from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib import plots  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.dko import summarize_fidelity, synthesize  # noqa: E402
+from dkolib.dko.losses import smoothness_penalty  # noqa: E402
 from dkolib.dko.train import load_depthnet  # noqa: E402
 from dkolib.io import write_csv  # noqa: E402
 from dkolib.study.paths import ProfilePaths  # noqa: E402
@@ -50,6 +57,11 @@ def parse_channels(text: str) -> list[int]:
     return [int(c) for c in text.split(",")]
 
 
+def _numbers(text: str) -> list[float]:
+    """``'2,4,8'`` -> ``[2.0, 4.0, 8.0]``; ``''`` -> ``[]`` (skip that part of a grid)."""
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
 def run_one(weight, cfg, dko, milestones, tag: dict, seed: int) -> list[dict]:
     """Synthesise ``weight`` with ``dko`` through ``milestones`` step caps; one row per milestone."""
     rows = []
@@ -59,8 +71,12 @@ def run_one(weight, cfg, dko, milestones, tag: dict, seed: int) -> list[dict]:
                              generator=torch.Generator().manual_seed(seed), ckpt_every=10**9)
             s = summarize_fidelity(res.fidelity)
             ch = res.fidelity[res.fidelity["level"] == "channel"]
+            with torch.no_grad():
+                roughness = float(smoothness_penalty(res.array.transmission()).mean())
             rows.append({**tag, "init": dko.init, "lr": dko.lr, "loss": dko.loss,
-                         "leakage_weight": dko.leakage_weight, "step_cap": cap, "steps_used": res.steps,
+                         "leakage_weight": dko.leakage_weight, "init_corr_cells": dko.init_corr_cells,
+                         "smoothness_weight": dko.smoothness_weight, "phase_block_cells": dko.phase_block_cells,
+                         "roughness": roughness, "step_cap": cap, "steps_used": res.steps,
                          "stopped_early": res.stopped_early, "s_per_step": res.seconds / max(res.steps, 1),
                          "corr_ch": s["channel_corr_mean"], "err_ch": s["channel_norm_err_mean"],
                          "corr_elem": s["channel_corr_elem_mean"], "err_elem": s["channel_norm_err_elem_mean"],
@@ -80,6 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--inits", default="lens,lens_random,random")
     ap.add_argument("--lrs", default="0.05,0.1,0.2")
     ap.add_argument("--leakage-weights", default="0,0.1,0.3,0.5,1,3")
+    ap.add_argument("--corr-cells", default="2,4,8", help="correlation lengths (cells) of the smooth random start")
+    ap.add_argument("--smoothness-weights", default="0.1,0.3,1", help="smoothness-term weights")
+    ap.add_argument("--block-cells", default="2,3", help="coarser phase grids (cells per block side)")
     ap.add_argument("--milestones", default="60,120", help="step caps reported per run")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
@@ -105,12 +124,19 @@ def main(argv=None) -> int:
     runs += [("leakage", dataclasses.replace(base, loss="leakage", leakage_weight=float(w)))
              for w in args.leakage_weights.split(",")]
     runs.append(("leakage", dataclasses.replace(base, loss="paper")))
+    runs += [("smoothness", dataclasses.replace(base, init="smooth_random", init_corr_cells=float(c)))
+             for c in _numbers(args.corr_cells)]
+    runs += [("smoothness", dataclasses.replace(base, smoothness_weight=float(w)))
+             for w in _numbers(args.smoothness_weights)]
+    runs += [("smoothness", dataclasses.replace(base, phase_block_cells=int(b)))
+             for b in _numbers(args.block_cells)]
     rows = []
     for i, (grid, dko) in enumerate(runs):
         tag = {"grid": grid, "channels": args.channels, "sensor_distance_m": cfg.optics.sensor_distance_m,
                "n_cells": cfg.optics.n_cells}
         print(f"[{i + 1}/{len(runs)}] {grid}: init={dko.init} lr={dko.lr} loss={dko.loss} "
-              f"leakage_weight={dko.leakage_weight}", flush=True)
+              f"leakage_weight={dko.leakage_weight} corr={dko.init_corr_cells} smooth={dko.smoothness_weight} "
+              f"block={dko.phase_block_cells}", flush=True)
         rows += run_one(weight, cfg, dko, milestones, tag, args.seed)
         write_csv(pd.DataFrame(rows), out)  # partial results survive an interruption
     study = pd.DataFrame(rows)

@@ -219,6 +219,7 @@ class OpticalConv2d(OpticalFrontEnd):
         array = MetasurfaceArray(conv.out_channels, conv.in_channels, optics_cfg, _atom(atom, optics_cfg),
                                  init=dko_cfg.init,
                                  generator=generator, init_noise_rad=dko_cfg.init_noise_rad,
+                                 init_corr_cells=dko_cfg.init_corr_cells,
                                  wavelengths_m=wls).to(weight.device)
         engine = optics_cfg.engine if engine is None else engine
         res = synthesize(weight, optics_cfg, dko_cfg, engine=engine, progress=progress,

@@ -120,6 +120,24 @@ def leakage_loss(psf_window: torch.Tensor, target: torch.Tensor, leakage_weight:
     return _reduce(torch.where(dark, e_window, lit), reduction)
 
 
+def smoothness_penalty(transmission: torch.Tensor) -> torch.Tensor:
+    """Cell-to-cell roughness ``[E]`` of complex transmissions ``[E, N, N]`` (dimensionless).
+
+    ``S_e = (mean |t[j+1, l] - t[j, l]|^2 + mean |t[j, l+1] - t[j, l]|^2) / 4``: 0 for a
+    uniform surface, 1 in expectation for unit-amplitude white random phase (two independent
+    uniform phases differ by ``E|e^{ia} - e^{ib}|^2 = 2``), independent of ``N``. It works
+    on the complex transmission, so a phase wrap (``2 pi`` step) costs nothing. Under the
+    staircase cell model the light a surface steers by a local phase gradient ``f`` (cycles/m)
+    is weighted by ``sinc^2(p f)``: penalising steps between neighbours favours designs
+    whose light stays in the low orders.
+    """
+    if transmission.dim() != 3 or transmission.shape[-1] != transmission.shape[-2]:
+        raise ValueError(f"transmission must be [E, N, N], got {tuple(transmission.shape)}")
+    dy = (transmission[:, 1:, :] - transmission[:, :-1, :]).abs().square().mean(dim=(-2, -1))
+    dx = (transmission[:, :, 1:] - transmission[:, :, :-1]).abs().square().mean(dim=(-2, -1))
+    return (dx + dy) / 4.0
+
+
 LOSSES: dict[str, Callable] = {"paper": paper_loss, "leakage": leakage_loss}
 
 

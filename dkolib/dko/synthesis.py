@@ -34,7 +34,7 @@ from ..io import load_torch, save_torch, write_csv
 from ..optics.render import crop_center
 from .fidelity import _batched_pearson, element_gain_shape, fidelity_table, fit_element_gains, fit_gain
 from .kernels import _dark_mask, merge_signed, split_kernel
-from .losses import LOSSES, stage2_loss
+from .losses import LOSSES, smoothness_penalty, stage2_loss
 
 # ---------------------------------------------------------------- synthesis
 
@@ -118,7 +118,8 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
         weight: ``[C_out, C_in, k, k]`` trained first-layer kernels (k = optics_cfg.kernel_size).
         optics_cfg: :class:`dkolib.config.OpticsConfig`.
         dko_cfg: :class:`dkolib.config.DKOConfig` (``steps``, ``lr``, ``loss``, ``leakage_weight``,
-            ``init``, ``init_noise_rad``, ``stop_window``, ``stop_tol``); the keyword arguments
+            ``init``, ``init_noise_rad``, ``init_corr_cells``, ``smoothness_weight``,
+            ``phase_block_cells``, ``stop_window``, ``stop_tol``); the keyword arguments
             ``lr``/``loss``/``steps``/``stop_window``/``stop_tol`` override it.
         atom: meta-atom model; default from ``optics_cfg.meta_atom``.
         engine: PSF engine, ``'fast'`` or ``'reference'``.
@@ -136,6 +137,11 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             step ``t > N`` once ``(L[t-N] - L[t]) / |L[t-N]| < stop_tol`` (``L``: the summed loss of
             the history), i.e. the loss improved by less than ``stop_tol`` (relative) over the
             last N steps; ``steps`` is the cap. ``N = 0`` runs exactly ``steps`` steps.
+
+    ``smoothness_weight > 0`` adds ``smoothness_weight * S_e`` to every element's loss
+    (:func:`dkolib.dko.losses.smoothness_penalty`, on the transmission). ``phase_block_cells = b > 1``
+    fits a coarser phase grid: after the initialisation and after every step the latents are
+    averaged over ``b x b`` blocks (a projection), so every block holds one radius.
 
     All elements are optimised together with Adam (no weight decay: the parameters are
     latent radii, decaying them towards 0 has no physical meaning). The loss is the
@@ -171,15 +177,26 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
 
         atom = atom if atom is not None else make_atom(optics_cfg)
         array = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator,
-                                 init_noise_rad=dko_cfg.init_noise_rad)
+                                 init_noise_rad=dko_cfg.init_noise_rad,
+                                 init_corr_cells=dko_cfg.init_corr_cells)
     n_el = int(array.latent.shape[0])
     if n_el != targets.shape[0]:
         raise ValueError(f"array has {n_el} elements but weight needs {targets.shape[0]}")
     targets = targets.to(array.latent.device)
     opt = torch.optim.Adam([array.latent], lr=lr)
+    smooth_w = float(getattr(dko_cfg, "smoothness_weight", 0.0))
+    block = int(getattr(dko_cfg, "phase_block_cells", 1))
+    if smooth_w < 0 or block < 1:
+        raise ValueError(f"dko.smoothness_weight must be >= 0 and dko.phase_block_cells >= 1, got {smooth_w}, {block}")
+    project = _block_projection(block)
+    project(array)
     meta = {"n_elements": n_el, "loss": loss_name, "lr": lr, "window_px": window_px, "engine": engine,
             "leakage_weight": float(dko_cfg.leakage_weight), "targets_sha1": _targets_digest(targets),
             "latent_shape": tuple(array.latent.shape)}
+    if smooth_w > 0:
+        meta["smoothness_weight"] = smooth_w
+    if block > 1:
+        meta["phase_block_cells"] = block
 
     if stop_window > 0:
         meta.update(stop_window=stop_window, stop_tol=stop_tol)
@@ -187,7 +204,8 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         state = load_torch(ckpt_path, map_location=array.latent.device)
-        diff = {key: (state["meta"].get(key), val) for key, val in meta.items() if state["meta"].get(key) != val}
+        diff = {key: (state["meta"].get(key), meta.get(key)) for key in set(meta) | set(state["meta"])
+                if state["meta"].get(key) != meta.get(key)}
         if diff:
             raise ValueError(f"checkpoint {ckpt_path} belongs to a different synthesis run: {diff}")
         if state["step"] > steps:
@@ -221,11 +239,14 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             opt.zero_grad(set_to_none=True)
             p = psf_fn(array, array.wavelengths_m, optics_cfg, window_px, engine=engine, normalize=True)
             per = stage2_loss(loss_name, p, targets, dko_cfg.leakage_weight, reduction="none")
+            if smooth_w > 0:
+                per = per + smooth_w * smoothness_penalty(array.transmission())
             total = per.sum()
             if not torch.isfinite(total):
                 raise FloatingPointError(f"DKO loss became {total.item()} at step {step + 1}")
             total.backward()
             opt.step()
+            project(array)
         if budget is not None and flops is not None:
             budget.add_flops(flops, "optics")
         elapsed += time.perf_counter() - t0
@@ -263,6 +284,19 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     return SynthesisResult(array=array, history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), fidelity=fid,
                            gain=gain, psf_crop_signed=signed, seconds=elapsed, steps=done,
                            element_gain=element_gain, stopped_early=stopped)
+
+
+def _block_projection(block_cells: int) -> Callable:
+    """In-place projection of an array's latents onto ``block_cells`` x ``block_cells`` blocks
+    (:func:`dkolib.optics.metasurface.block_average`); a no-op for 1."""
+    from ..optics.metasurface import block_average
+
+    def project(array: nn.Module) -> None:
+        if block_cells > 1:
+            with torch.no_grad():
+                array.latent.copy_(block_average(array.latent, block_cells))
+
+    return project
 
 
 HISTORY_COLUMNS = ["step", "loss", "loss_mean", "corr_mean", "eff_crop_mean", "eff_window_mean", "seconds"]

@@ -398,6 +398,16 @@ def _val_eval_fn(val_set, cfg: Config) -> Callable[[nn.Module], dict]:
     return lambda m: evaluate(m, val_set, cfg)
 
 
+def _with_passband_penalty(loss_fn: Callable, optics_cfg, weight: float, passband: str) -> Callable:
+    """``loss_fn`` plus ``weight`` x the first layer's out-of-band energy fraction (optics-aware stage 1)."""
+    from ..optics.realisability import passband_penalty
+
+    def penalised(model: nn.Module, batch: dict) -> torch.Tensor:
+        return loss_fn(model, batch) + weight * passband_penalty(model.conv1_weight(), optics_cfg, passband=passband)
+
+    return penalised
+
+
 def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter | None = None,
                max_seconds: float | None = None, max_flops: float | None = None,
                progress: bool = True) -> DepthNet:
@@ -405,7 +415,9 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
 
     Constant learning rate (so that the equal-budget study's snapshots of the same run are this
     run truncated), until the validation plateau rule (``stage1.plateau_patience``) or
-    ``stage1.steps``; the log's last step is the step count that defines the budget unit.
+    ``stage1.steps``; the log's last step is the step count that defines the budget unit. With
+    ``stage1.passband_weight > 0`` the loss also penalises first-layer energy outside the aperture's
+    passband (an optics-aware stage 1, :func:`dkolib.optics.realisability.passband_penalty`).
 
     Resumes from ``out_dir/ckpt.pt`` if present. Returns the trained model.
     """
@@ -417,9 +429,12 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     model = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size).to(resolve_device(cfg))
     budget = budget if budget is not None else BudgetMeter()
     s1 = cfg.stage1
+    loss_fn = make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m)
+    if s1.passband_weight > 0:
+        loss_fn = _with_passband_penalty(loss_fn, cfg.optics, s1.passband_weight, s1.passband)
     train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
                steps=s1.steps, batch_size=s1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv",
-               ckpt=out_dir / "ckpt.pt", loss_fn=make_depth_loss(cfg.data.min_depth_m, cfg.data.max_depth_m),
+               ckpt=out_dir / "ckpt.pt", loss_fn=loss_fn,
                weight_decay=s1.weight_decay, lr_decay_at=None, eval_fn=_val_eval_fn(val_set, cfg),
                eval_every=s1.eval_every, checkpoint_every=s1.checkpoint_every, budget=budget,
                max_seconds=max_seconds, max_flops=max_flops, plateau_patience=s1.plateau_patience,

@@ -22,7 +22,7 @@ from torch import nn
 
 from .propagation import cell_coords_m
 
-INITS = ("lens", "random", "lens_random", "phase")
+INITS = ("lens", "random", "lens_random", "smooth_random", "phase")
 
 
 def _is_library(atom) -> bool:
@@ -66,6 +66,50 @@ def lens_phase_rad(n_cells: int, cell_pitch_m: float, wavelength_m: float, senso
     return np.mod(phi, 2 * np.pi) if wrap else phi
 
 
+def smooth_random_phase_rad(n_elements: int, n_cells: int, corr_cells: float,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random phase ``[E, N, N]`` (rad, float64, in ``(-pi, pi]``) correlated over ``corr_cells`` cells.
+
+    Complex white Gaussian noise is low-passed with a Gaussian of standard deviation
+    ``corr_cells`` (cells; periodic, by FFT) and its argument taken: the phase stays uniformly
+    distributed at every cell, but neighbouring cells differ by little once ``corr_cells > 1``
+    (``0``: white phase, as ``init='random'`` in phase).
+    """
+    if corr_cells < 0:
+        raise ValueError(f"corr_cells must be >= 0, got {corr_cells}")
+    shape = (n_elements, n_cells, n_cells)
+    noise = torch.complex(torch.randn(shape, generator=generator, dtype=torch.float64),
+                          torch.randn(shape, generator=generator, dtype=torch.float64))
+    if corr_cells > 0:
+        f = torch.fft.fftfreq(n_cells, dtype=torch.float64)
+        g = torch.exp(-2.0 * (math.pi * corr_cells) ** 2 * (f[:, None] ** 2 + f[None, :] ** 2))
+        noise = torch.fft.ifft2(torch.fft.fft2(noise) * g)
+    return torch.angle(noise)
+
+
+def block_average(values: torch.Tensor, block_cells: int) -> torch.Tensor:
+    """Average ``values [..., N, N]`` over blocks of ``b x b`` cells and spread it back over them.
+
+    Blocks are centred on the optical axis (cell ``N // 2`` lies in the middle of its block
+    for odd ``b``); the blocks at the rim are cut by the aperture and average the cells they
+    hold. ``b = 1`` returns ``values`` unchanged. Used as the projection onto a coarser
+    phase grid (every cell of a block gets one radius).
+    """
+    b = int(block_cells)
+    if b < 1:
+        raise ValueError(f"block_cells must be >= 1, got {block_cells}")
+    if b == 1:
+        return values
+    n = values.shape[-1]
+    centre = n // 2
+    idx = torch.div(torch.arange(n) - centre + b // 2, b, rounding_mode="floor")
+    idx = idx - idx.min()
+    member = (idx[None, :] == torch.arange(int(idx.max()) + 1)[:, None]).to(values.dtype)  # [n_blocks, N]
+    mean_op = member / member.sum(1, keepdim=True)
+    coarse = mean_op @ values @ mean_op.T
+    return member.T @ coarse @ member
+
+
 class MetasurfaceArray(nn.Module):
     """``n_out * n_in * 2`` metasurfaces of ``N x N`` cells (see module docstring).
 
@@ -76,10 +120,12 @@ class MetasurfaceArray(nn.Module):
         init: ``'lens'`` (imaging lens at every element's wavelength), ``'random'``
             (uniform radii in ``[r_min, r_max]`` or uniform phase in ``[0, 2 pi)``, from
             ``generator``), ``'lens_random'`` (lens phase plus i.i.d. Gaussian phase noise of
-            standard deviation ``init_noise_rad`` per cell, from ``generator``), ``'phase'``
-            (``target_phase_rad`` via the reverse lookup).
+            standard deviation ``init_noise_rad`` per cell, from ``generator``), ``'smooth_random'``
+            (random phase correlated over about ``init_corr_cells`` cells: :func:`smooth_random_phase_rad`),
+            ``'phase'`` (``target_phase_rad`` via the reverse lookup).
         generator: ``torch.Generator`` for ``'random'`` / ``'lens_random'`` (reproducible).
         init_noise_rad: phase-noise standard deviation (rad) of ``'lens_random'``.
+        init_corr_cells: correlation length (cells) of ``'smooth_random'``.
         target_phase_rad: ``[N, N]`` or ``[E, N, N]`` phase (rad) for ``init='phase'``.
         wavelengths_m: per-input-channel wavelengths (default ``optics_cfg.wavelengths_m``).
         n_cells: override ``optics_cfg.n_cells``.
@@ -90,7 +136,8 @@ class MetasurfaceArray(nn.Module):
 
     def __init__(self, n_out: int, n_in: int, optics_cfg, atom, init: str = "lens",
                  generator: torch.Generator | None = None, target_phase_rad=None,
-                 wavelengths_m=None, n_cells: int | None = None, init_noise_rad: float = 1.0):
+                 wavelengths_m=None, n_cells: int | None = None, init_noise_rad: float = 1.0,
+                 init_corr_cells: float = 4.0):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -113,6 +160,7 @@ class MetasurfaceArray(nn.Module):
         per_el = [float(wls[i]) for o in range(n_out) for i in range(n_in) for _s in range(2)]
         self.register_buffer("wavelengths_m", torch.tensor(per_el, dtype=torch.float64))
         self.init_noise_rad = float(init_noise_rad)
+        self.init_corr_cells = float(init_corr_cells)
         self.latent = nn.Parameter(self._init_latent(init, generator, target_phase_rad))
 
     @property
@@ -145,6 +193,8 @@ class MetasurfaceArray(nn.Module):
                 r = self.atom.r_min_m + (self.atom.r_max_m - self.atom.r_min_m) * u
                 return _latent_from_radius(r, self.atom).to(torch.float32)
             return (2 * math.pi * u).to(torch.float32)
+        if init == "smooth_random":
+            return self._phase_to_latent(smooth_random_phase_rad(E, n, self.init_corr_cells, generator))
         if init in ("lens", "lens_random"):
             phase = torch.empty((E, n, n), dtype=torch.float64)
             for lam in np.unique(self.wavelengths_m.numpy()):
@@ -214,4 +264,4 @@ class MetasurfaceArray(nn.Module):
         return f"n_out={self.n_out}, n_in={self.n_in}, n_cells={self.n_cells}, atom={kind}"
 
 
-__all__ = ["INITS", "MetasurfaceArray", "lens_phase_rad"]
+__all__ = ["INITS", "MetasurfaceArray", "block_average", "lens_phase_rad", "smooth_random_phase_rad"]

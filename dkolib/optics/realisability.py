@@ -111,6 +111,37 @@ def out_of_band_fraction(kernels: torch.Tensor, pixel_pitch_m: float, cutoff_cyc
                        torch.full_like(total, float("nan")))
 
 
+def passband_penalty(kernels: torch.Tensor, optics_cfg, wavelengths_m=None, passband: str = "square",
+                     n_fft: int = 64) -> torch.Tensor:
+    """Differentiable energy-weighted out-of-band fraction of a kernel bank (scalar, in ``[0, 1]``).
+
+    ``sum_(o,i) E_out(o, i) / sum_(o,i) E(o, i)`` with the energies of :func:`out_of_band_fraction`
+    (kernel ``(o, i)`` against input channel ``i``'s passband ``D / (lambda_i z)``). Added to the
+    stage-1 loss (``stage1.passband_weight``) it teaches the electronic network kernels that the
+    aperture can render; 0 when every kernel is in band (e.g. when ``D / (lambda z)`` exceeds the
+    sensor's Nyquist frequency at every wavelength).
+
+    Args:
+        kernels: ``[C_out, C_in, k, k]`` (gradients flow to it).
+        optics_cfg, wavelengths_m, passband, n_fft: as :func:`realisability`.
+    """
+    if passband not in PASSBANDS:
+        raise InputError(f"passband must be one of {PASSBANDS}, got {passband!r}")
+    if kernels.dim() != 4 or kernels.shape[-1] != kernels.shape[-2] or n_fft < kernels.shape[-1]:
+        raise InputError(f"kernels must be [C_out, C_in, k, k] with k <= n_fft ({n_fft}), got {tuple(kernels.shape)}")
+    wls = input_wavelengths_m(int(kernels.shape[1]), optics_cfg, wavelengths_m)
+    f = torch.fft.fftfreq(n_fft, d=float(optics_cfg.pixel_pitch_m), dtype=torch.float64).to(kernels.device)
+    fy, fx = f[:, None], f[None, :]
+    power = torch.fft.fft2(kernels.to(torch.float64), s=(n_fft, n_fft)).abs().square()  # [C_out, C_in, F, F]
+    outside = []
+    for i, lam in enumerate(wls):
+        fc = passband_cutoff_cycles_per_m(optics_cfg, lam)
+        inside = ((fx.abs() <= fc) & (fy.abs() <= fc)) if passband == "square" else (fx * fx + fy * fy <= fc * fc)
+        outside.append((power[:, i] * (~inside)).sum())
+    total = power.sum()
+    return (torch.stack(outside).sum() / total.clamp_min(1e-300)).to(kernels.dtype)
+
+
 def realisability(kernels: torch.Tensor, optics_cfg, wavelengths_m=None, threshold: float = 0.05,
                   passband: str = "square", n_fft: int = 256, warn: bool = True) -> Realisability:
     """Per kernel, the fraction of its energy outside the aperture's passband (see module docstring).

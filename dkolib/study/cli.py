@@ -43,3 +43,30 @@ def parse_designs(items: Sequence[str], reserved: Sequence[str] = (), must_exist
             raise FileNotFoundError(f"design {name}: {path} does not exist (build it first, e.g. with snakemake)")
         out[name] = Path(path)
     return out
+
+
+def add_validation_study_args(ap, stem: str) -> None:
+    """The arguments every study that reads designs on a split shares: ``--split``, ``--max-items``,
+    ``--seed`` (sensor noise), ``--threads``, ``--work``/``--out`` (defaults under
+    ``results/<profile>/dko/<stem>``) and ``--set KEY=VALUE`` overrides."""
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--max-items", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0, help="sensor-noise seed")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=None, help=f"default: results/<profile>/dko/{stem}.work")
+    ap.add_argument("--out", type=Path, default=None, help=f"default: results/<profile>/dko/{stem}.csv")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def load_validation_study(args):
+    """``(cfg, paths)`` for :func:`add_validation_study_args`'s arguments, threads set; exits with a
+    clear message when ``args.stage1`` does not exist."""
+    from ..config import load_config, parse_overrides
+    from ..io import set_threads
+    from .paths import ProfilePaths
+
+    cfg = load_config(args.profile, parse_overrides(args.overrides))
+    set_threads(args.threads or cfg.threads)
+    if not args.stage1.exists():
+        raise SystemExit(f"--stage1 {args.stage1} does not exist (run stage 1 first: snakemake {args.stage1})")
+    return cfg, ProfilePaths(cfg.profile)

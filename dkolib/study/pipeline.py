@@ -47,7 +47,8 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     array = None
     if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
         array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
-                                 init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad).to(device)
+                                 init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad,
+                                 init_corr_cells=cfg.dko.init_corr_cells).to(device)
     res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
                      ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
     after = budget.snapshot()
