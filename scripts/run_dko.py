@@ -16,6 +16,13 @@ Writes into ``--out`` (all atomically):
 * ``fidelity.csv`` per-element and per-channel fidelity (``synthesis.fidelity_table``);
 * ``summary.csv`` one row: loss, lr, steps, seconds, FLOPs, mean fidelity;
 * ``ckpt.pt``    resumable checkpoint (a rerun resumes and gives the same result).
+
+On several processes (the output channels shared out over them; Gloo on CPU, NCCL with
+``--set device=cuda``, one GPU per process), rank 0 writing the files above and every rank
+its resumable ``ckpt_rank{r}of{N}.pt``:
+
+    torchrun --nproc_per_node 2 scripts/run_dko.py --profile default \
+        --stage1 results/default/stage1/model.pt --out results/default/dko
 """
 
 from __future__ import annotations
@@ -59,7 +66,8 @@ def main(argv=None) -> pd.DataFrame:
     if args.threads:
         cfg = cfg.replace({"threads": args.threads})
     frame = run_dko_stage2(cfg, args.stage1, args.out, engine=args.engine, progress=not args.no_progress)
-    print(frame.T.to_string(header=False))
+    if not frame.empty:  # under torchrun only rank 0 returns the summary
+        print(frame.T.to_string(header=False))
     return frame
 
 if __name__ == "__main__":

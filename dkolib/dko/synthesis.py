@@ -111,7 +111,8 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
                budget=None, *, array: nn.Module | None = None, psf_fn: Callable | None = None,
                window_px: int | None = None, ckpt_every: int = 50, lr: float | None = None,
                loss: str | None = None, steps: int | None = None, stop_window: int | None = None,
-               stop_tol: float | None = None) -> SynthesisResult:
+               stop_tol: float | None = None,
+               gather_elements: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SynthesisResult:
     """Fit all metasurfaces of an array to the split kernels of ``weight`` (DKO stage 2).
 
     Args:
@@ -137,6 +138,14 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             step ``t > N`` once ``(L[t-N] - L[t]) / |L[t-N]| < stop_tol`` (``L``: the summed loss of
             the history), i.e. the loss improved by less than ``stop_tol`` (relative) over the
             last N steps; ``steps`` is the cap. ``N = 0`` runs exactly ``steps`` steps.
+        gather_elements: for a run sharded over processes (:mod:`dkolib.distributed`), where
+            ``array`` holds a block of the whole array's elements: takes this process's
+            per-element statistics ``[K, E_local]`` (float64) and returns the whole array's
+            ``[K, E_total]`` in element order, the same on every process (a collective). Each
+            step's loss, efficiency and correlation per element are gathered before the
+            backward pass, so the history rows, the finite-loss check and the stopping rule see
+            the whole array, computed in the same order as one process computes them, and every
+            process stops at the same step. ``None`` (default): ``array`` is the whole array.
 
     ``smoothness_weight > 0`` adds ``smoothness_weight * S_e`` to every element's loss
     (:func:`dkolib.dko.losses.smoothness_penalty`, on the transmission). ``phase_block_cells = b > 1``
@@ -229,6 +238,8 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     flops = _flops_per_step(optics_cfg, window_px, n_el, engine) if budget is not None else None
     lit = ~_dark_mask(targets)
     t_flat = targets.reshape(n_el, -1)
+    if gather_elements is not None:  # the lit elements of the whole array (a collective on every process)
+        lit = _gather_stats(gather_elements, (lit,))[0]
     bar = tqdm(range(start, start if stopped else steps), desc=f"DKO stage 2 ({loss_name})",
                disable=not progress, initial=start, total=steps)
     done = start
@@ -242,7 +253,15 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             if smooth_w > 0:
                 per = per + smooth_w * smoothness_penalty(array.transmission())
             total = per.sum()
-            if not torch.isfinite(total):
+            whole = None  # per-element statistics of the whole array, when sharded
+            if gather_elements is not None:  # inside the timing: the communication is part of the step
+                with torch.no_grad():
+                    whole = _gather_stats(gather_elements, _element_stats(p, per, t_flat, k))
+                total_all = whole[0].sum()
+                if not torch.isfinite(total_all):
+                    raise FloatingPointError(f"DKO loss became {total_all.item()} at step {step + 1} "
+                                             "(summed over the elements of every process)")
+            elif not torch.isfinite(total):
                 raise FloatingPointError(f"DKO loss became {total.item()} at step {step + 1}")
             total.backward()
             opt.step()
@@ -251,26 +270,37 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             budget.add_flops(flops, "optics")
         elapsed += time.perf_counter() - t0
         with torch.no_grad():
-            crop = crop_center(p.detach(), k).reshape(n_el, -1)
-            corr = _batched_pearson(crop, t_flat)
-            rows.append({"step": step + 1, "loss": float(total), "loss_mean": float(per.mean()),
-                         "corr_mean": float(corr[lit].mean()) if lit.any() else float("nan"),
-                         "eff_crop_mean": float(crop.sum(1)[lit].mean()) if lit.any() else float("nan"),
-                         "eff_window_mean": float(p.detach().sum((-2, -1))[lit].mean()) if lit.any() else float("nan"),
-                         "seconds": elapsed})
+            if whole is None:
+                whole = _element_stats(p, per, t_flat, k)
+            rows.append(_history_row(step + 1, whole, lit, elapsed))
         if progress:
             bar.set_postfix(loss=f"{rows[-1]['loss_mean']:.3e}", corr=f"{rows[-1]['corr_mean']:.3f}")
         done = step + 1
-        if stop_window > 0 and len(rows) > stop_window:
-            prev, now = rows[-1 - stop_window]["loss"], rows[-1]["loss"]
-            if (prev - now) / max(abs(prev), 1e-30) < stop_tol:
-                stopped = True
-                break
+        if _should_stop(rows, stop_window, stop_tol):
+            stopped = True
+            break
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
             save_ckpt(step + 1)
     bar.close()
     save_ckpt(done)
 
+    return finish_synthesis(array, weight, optics_cfg, engine, psf_fn, window_px, rows, elapsed, done, stopped)
+
+
+def finish_synthesis(array: nn.Module, weight: torch.Tensor, optics_cfg, engine: str, psf_fn: Callable | None,
+                     window_px: int, rows: list[dict] | pd.DataFrame, seconds: float, steps: int,
+                     stopped: bool) -> SynthesisResult:
+    """The :class:`SynthesisResult` of an optimised ``array`` (the end of :func:`synthesize`).
+
+    Simulates the PSFs of every element on the loss window (``window_px``) and, when larger,
+    on ``optics_cfg.render_window_px``, and fits the gains and the fidelity table to
+    ``weight [C_out, C_in, k, k]`` (float32, CPU). ``rows``: the history (dicts with
+    :data:`HISTORY_COLUMNS`, or their frame); ``seconds``, ``steps``, ``stopped``: the run's wall seconds, steps
+    done and whether the stopping rule ended it.
+    """
+    psf_fn = psf_fn or _default_psf_fn()
+    k = int(optics_cfg.kernel_size)
+    c_out, c_in = int(weight.shape[0]), int(weight.shape[1])
     with torch.no_grad():
         p_win = psf_fn(array, array.wavelengths_m, optics_cfg, window_px, engine=engine, normalize=True)
         p_ren = None
@@ -281,9 +311,57 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     gain = fit_gain(signed, weight)
     element_gain = fit_element_gains(crop_center(p_win.detach().cpu(), k), weight)
     fid = fidelity_table(p_win, weight, gain, p_ren, element_gain=element_gain)
-    return SynthesisResult(array=array, history=pd.DataFrame(rows, columns=HISTORY_COLUMNS), fidelity=fid,
-                           gain=gain, psf_crop_signed=signed, seconds=elapsed, steps=done,
+    history = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    return SynthesisResult(array=array, history=history, fidelity=fid,
+                           gain=gain, psf_crop_signed=signed, seconds=seconds, steps=steps,
                            element_gain=element_gain, stopped_early=stopped)
+
+
+STEP_STATS = ("loss", "eff_crop", "eff_window", "corr")
+"""The per-element statistics of one step that a sharded run gathers (:func:`_element_stats`)."""
+
+
+def _element_stats(p: torch.Tensor, per: torch.Tensor, t_flat: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """Per-element statistics ``[E]`` of one step, in :data:`STEP_STATS` order: the loss ``per``,
+    the energy in the ``k x k`` crop and in the whole window of the PSFs ``p [E, W, W]`` (fractions
+    of the aperture energy) and the Pearson correlation of the crop with the targets ``t_flat [E, k*k]``."""
+    n_el = int(p.shape[0])
+    crop = crop_center(p.detach(), k).reshape(n_el, -1)
+    return (per.detach(), crop.sum(1), p.detach().sum((-2, -1)), _batched_pearson(crop, t_flat))
+
+
+def _gather_stats(gather_elements: Callable, stats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The whole array's ``[E_total]`` of each local ``[E_local]`` statistic, in its own dtype.
+
+    Sent as one float64 ``[K, E_local]`` tensor (exact for float32 and bool values), so the
+    whole array's tensors hold the same bits one process computes, and reductions over them
+    (sum, mean over lit elements) run on the same values in the same order."""
+    local = torch.stack([s.detach().to(torch.float64) for s in stats])
+    whole = gather_elements(local)
+    if whole.dim() != 2 or whole.shape[0] != local.shape[0]:
+        raise ValueError(f"gather_elements must return [{local.shape[0]}, E_total], got {tuple(whole.shape)}")
+    whole = whole.to(stats[0].device)
+    return tuple(whole[j].to(s.dtype).contiguous() for j, s in enumerate(stats))
+
+
+def _history_row(step: int, stats: tuple[torch.Tensor, ...], lit: torch.Tensor, seconds: float) -> dict:
+    """One history row (:data:`HISTORY_COLUMNS`) from the :func:`_element_stats` ``[E]`` of the
+    whole array; the means over elements run over the lit ones (``lit [E]`` bool)."""
+    per, eff_crop, eff_window, corr = stats
+    any_lit = bool(lit.any())
+    return {"step": step, "loss": float(per.sum()), "loss_mean": float(per.mean()),
+            "corr_mean": float(corr[lit].mean()) if any_lit else float("nan"),
+            "eff_crop_mean": float(eff_crop[lit].mean()) if any_lit else float("nan"),
+            "eff_window_mean": float(eff_window[lit].mean()) if any_lit else float("nan"),
+            "seconds": seconds}
+
+
+def _should_stop(rows: list[dict], stop_window: int, stop_tol: float) -> bool:
+    """The stopping rule of :func:`synthesize` on the history ``rows`` so far."""
+    if stop_window > 0 and len(rows) > stop_window:
+        prev, now = rows[-1 - stop_window]["loss"], rows[-1]["loss"]
+        return (prev - now) / max(abs(prev), 1e-30) < stop_tol
+    return False
 
 
 def _block_projection(block_cells: int) -> Callable:

@@ -20,6 +20,7 @@ from .paths import ProfilePaths
 from ..optics.metasurface import MetasurfaceArray
 from ..dko.fidelity import summarize_fidelity
 from ..dko.synthesis import make_atom, save_array, synthesize
+from ..distributed import TorchrunEnv, synthesize_on_ranks
 from ..dko.train import load_depthnet, resolve_device, run_e2e, run_finetune, save_model
 
 
@@ -30,6 +31,11 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     Writes into ``out_dir`` (atomically): ``array.pt``, ``gain.pt``, ``model.pt``
     (hybrid, budget = stage 1 + stage 2), ``history.csv``, ``fidelity.csv``,
     ``summary.csv`` and the resumable ``ckpt.pt``.
+
+    Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) the output channels are shared
+    out over the processes (:func:`dkolib.distributed.synthesize_sharded`; resumable per-rank
+    ``ckpt_rank{r}of{N}.pt``): rank 0 writes the outputs and returns the summary, the other
+    ranks write nothing and return an empty frame.
     """
     set_threads(cfg.threads)
     engine = engine or cfg.optics.engine
@@ -44,13 +50,19 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     before = budget.snapshot()
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg)
-    array = None
-    if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
-        array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
-                                 init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad,
-                                 init_corr_cells=cfg.dko.init_corr_cells).to(device)
-    res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
-                     ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
+    if TorchrunEnv.from_environ().is_distributed:  # torchrun: output channels shared out over the processes
+        res = synthesize_on_ranks(weight, cfg.optics, cfg.dko, device, engine=engine, generator=gen, progress=progress,
+                                  ckpt_dir=out_dir, log_csv=out_dir / "history.csv", budget=budget)
+        if res is None:  # not rank 0, which writes the outputs
+            return pd.DataFrame()
+    else:
+        array = None
+        if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
+            array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
+                                     init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad,
+                                     init_corr_cells=cfg.dko.init_corr_cells).to(device)
+        res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
+                         ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
     after = budget.snapshot()
     save_array(res.array, out_dir / "array.pt", cfg.optics, loss=cfg.dko.loss, engine=engine)
     gain = res.front_end_gain(cfg.optics.gain)
