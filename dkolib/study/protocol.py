@@ -350,3 +350,81 @@ def pick_lr_mult(search: list[dict], tie_rel: float = 0.0, base: float = 1.0) ->
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+SPEND_WALL_RTOL = 0.25
+"""Slack of the wall-clock spend bounds (:func:`spend_violations`), as a fraction of the budget:
+wall costs per step are calibrated medians, and a run's steps take longer or shorter than them
+(load, caches), so the wall bounds are the FLOP bounds widened by this fraction of the budget."""
+
+_SPEND_FIELDS = {"wall": ("budget_s", "spent_s", "wall_s"), "flops": ("budget_flops", "spent_flops", "flops")}
+
+
+def spend_violations(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, *,
+                     wall_rtol: float = SPEND_WALL_RTOL, stage2_stops_early: bool = False) -> pd.DataFrame:
+    """The rows of a job table that spent outside the protocol's bounds on their own budget axis.
+
+    ``budgets``, ``calib``: the ``budgets`` and ``calibration`` of the run's ``budgets.json``;
+    ``n1``: the stage-1 steps ``N1`` (its plateau). On a row's axis (``budget_axis``; ``budget_s``
+    / ``spent_s`` for ``wall``, ``budget_flops`` / ``spent_flops`` for ``flops``), with ``B`` the
+    budget, ``C_ref`` the reference cost and ``s1`` / ``s2`` the calibrated cost of one stage-1 /
+    stage-2 step of the row's engine, the spend must lie in:
+
+    * ``electronic``: ``[B, B + s1]`` (stage 1 stops before a step once its meter has reached B),
+      the lower bound waived at the plateau (``steps == N1``: stage 1 never trains past it);
+    * ``dko``, ``dko_ft``: ``[min(B, C_ref) - s2, B + max(s1, s2) + s2 / 3]``: stage 1 reaches its
+      share of B or its plateau and stage 2 runs what the budget has left in whole steps, so it
+      underspends by less than one stage-2 step (no lower bound when ``stage2_stops_early``, i.e.
+      ``dko.stop_window > 0``: the stopping rule may end stage 2 sooner); it overshoots by less
+      than one step of either stage plus the gain fit (a forward simulation, a third of a step);
+    * ``e2e_scratch``, ``e2e_warm``: ``[B, B + spent / steps]`` (snapshotted when the meter first
+      reaches B; the row's mean step stands for its last step).
+
+    ``electronic`` and ``dko*`` rows must also have ``steps <= N1``. FLOPs are exact; on the wall
+    axis both bounds are widened by ``wall_rtol * B`` (:data:`SPEND_WALL_RTOL`). Returns the
+    offending rows with the columns ``spend_lo``, ``spend_hi`` and ``violation`` (why, in words);
+    empty when every row is inside its bounds.
+    """
+    if not wall_rtol >= 0:
+        raise ValueError(f"wall_rtol must be >= 0, got {wall_rtol}")
+    bad = []
+    for idx, r in table.iterrows():
+        axis, method, engine = r["budget_axis"], r["method"], r["engine"]
+        if axis not in _SPEND_FIELDS:
+            raise ValueError(f"row {idx}: budget_axis must be one of {AXES}, got {axis!r}")
+        b_col, s_col, field = _SPEND_FIELDS[axis]
+        b, spent, steps = float(r[b_col]), float(r[s_col]), int(r["steps"])
+        s1 = float(calib["stage1_step"][field])
+        s2 = float(calib["stage2_step"][engine][field])
+        c_ref = float(budgets["engines"][engine]["c_ref"][field])
+        if method == "electronic":
+            lo, hi = (b if steps < n1 else -math.inf), b + s1
+        elif method in ("dko", "dko_ft"):
+            lo, hi = (-math.inf if stage2_stops_early else min(b, c_ref) - s2), b + max(s1, s2) + s2 / 3.0
+        elif method in ("e2e_scratch", "e2e_warm"):
+            lo, hi = b, b + spent / max(1, steps)
+        else:
+            raise ValueError(f"row {idx}: no spend bounds for method {method!r} (one of {METHODS})")
+        if axis == "wall":
+            lo, hi = lo - wall_rtol * b, hi + wall_rtol * b
+        why = []
+        if spent < lo:
+            why.append(f"underspent: {s_col}={spent:.6g} < {lo:.6g}")
+        if spent > hi:
+            why.append(f"overspent: {s_col}={spent:.6g} > {hi:.6g}")
+        if method != "e2e_scratch" and method != "e2e_warm" and steps > n1:
+            why.append(f"stage 1 trained {steps} steps, past its plateau N1={n1}")
+        if why:
+            bad.append({**r.to_dict(), "spend_lo": lo, "spend_hi": hi, "violation": "; ".join(why)})
+    return pd.DataFrame(bad, columns=list(table.columns) + ["spend_lo", "spend_hi", "violation"])
+
+
+def check_spend(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, **kw) -> None:
+    """Raise :class:`BudgetProtocolError` naming every row of ``table`` outside its spend bounds
+    (:func:`spend_violations`, which takes the same arguments)."""
+    bad = spend_violations(table, budgets, calib, n1, **kw)
+    if len(bad):
+        lines = [f"  {r.method} {r.engine} seed {r.seed} {r.budget_axis} x{r.budget_fraction:g} ({r.eval}): "
+                 f"{r.violation}" for r in bad.itertuples()]
+        raise BudgetProtocolError(f"{len(bad)} row(s) spent outside the protocol's budget bounds:\n"
+                                  + "\n".join(lines))
