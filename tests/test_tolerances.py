@@ -86,6 +86,70 @@ def test_bias_moves_every_radius_by_exactly_the_bias_except_the_clamped_cells():
         assert built.clamped_fraction == pytest.approx(float((~inside).double().mean()))
 
 
+def _interior(before: torch.Tensor, lib, margin_m: float) -> torch.Tensor:
+    """Cells whose nominal radius lies ``margin_m`` inside the library's range: none of them can
+    be clamped by an error below ``margin_m``, and choosing them does not look at the errors."""
+    return (before >= lib.r_min_m + margin_m) & (before <= lib.r_max_m - margin_m)
+
+
+def test_configured_random_radius_errors_have_the_configured_size():
+    from dkolib.fab.tolerances import tolerance_cases
+
+    # radii uniform over the library's range, drawn from seed 1; the draws' seeds (tolerances.seed +
+    # draw) are moved away from it: torch.randn from seed 1 is correlated with torch.rand from seed 1,
+    # so selecting cells by their nominal radius would select the errors of draw 1 too
+    model, cfg = _model("tio2", "random", **{"tolerances.seed": 100})
+    lib = model.first_layer.array.atom
+    before = model.first_layer.array.radii_m().detach().double()
+    sigmas = sorted(cfg.tolerances.radius_sigma_m)
+    cases = [c for c in tolerance_cases(cfg) if c.perturbation == "radius_random"]
+    assert sorted({c.level for c in cases}) == pytest.approx([s * 1e9 for s in sigmas])  # the level is in nm
+    assert {c.draw for c in cases} == set(range(cfg.tolerances.draws))
+    for sigma in sigmas:
+        # a cell 4 sigma inside the range is clamped with probability 6e-5: too rarely to matter
+        inside = _interior(before, lib, 4 * sigma)
+        n = int(inside.sum())
+        assert n > 20_000  # the relative error of a sample std is ~ 1 / sqrt(2 n) < 0.5 %
+        errors = []
+        for case in (c for c in cases if c.level == pytest.approx(sigma * 1e9)):
+            after = case.apply(model, mode="full_psf").first_layer.array.radii_m().double()
+            d = (after - before)[inside]
+            # float32 radii: the error is resolved to ~1e-14 m, far below the configured sigma
+            assert float(d.std()) == pytest.approx(sigma, rel=0.03), (case, float(d.std()))
+            assert abs(float(d.mean())) < 5 * sigma / math.sqrt(n)  # unbiased
+            assert float((d.abs() < sigma).double().mean()) == pytest.approx(math.erf(1 / math.sqrt(2)), abs=0.01)
+            errors.append(d)
+        # the draws are independent: different errors, uncorrelated across draws
+        assert len(errors) == cfg.tolerances.draws >= 2
+        corr = np.corrcoef(errors[0].numpy(), errors[1].numpy())[0, 1]
+        assert abs(corr) < 5 / math.sqrt(n)
+
+
+def test_radius_bias_and_sigma_together_shift_the_mean_and_keep_the_spread():
+    from dkolib.fab.tolerances import tolerance_cases
+
+    model, cfg = _model("tio2", "random")  # radii drawn from seed 1; the errors below from seed 3
+    lib = model.first_layer.array.atom
+    before = model.first_layer.array.radii_m().detach().double()
+    biases = [c for c in tolerance_cases(cfg) if c.perturbation == "radius_bias"]
+    assert sorted(c.level for c in biases) == pytest.approx(sorted(b * 1e9 for b in cfg.tolerances.radius_bias_m))
+    resolution = 2 * float(np.spacing(np.float32(lib.r_max_m)))  # radii are float32
+    for case in biases:  # the configured bias cases: every interior radius moves by exactly the bias
+        bias = case.level * 1e-9
+        d = (case.apply(model, mode="full_psf").first_layer.array.radii_m().double() - before)
+        inside = _interior(before, lib, abs(bias))
+        assert float((d[inside] - bias).abs().max()) <= resolution
+    for sigma, bias in itertools.product(cfg.tolerances.radius_sigma_m, cfg.tolerances.radius_bias_m):
+        inside = _interior(before, lib, abs(bias) + 4 * sigma)
+        n = int(inside.sum())
+        assert n > 5_000
+        after = radius_error(model, sigma_m=sigma, bias_m=bias, generator=torch.Generator().manual_seed(3),
+                             mode="full_psf").first_layer.array.radii_m().double()
+        d = (after - before)[inside]
+        assert float(d.mean()) == pytest.approx(bias, abs=5 * sigma / math.sqrt(n)), (sigma, bias)
+        assert float(d.std()) == pytest.approx(sigma, rel=0.05), (sigma, bias)
+
+
 def test_radius_errors_need_a_meta_atom_library():
     model, _ = _model("ideal", "lens")
     with pytest.raises(TypeError, match="MetaAtomLibrary"):
@@ -247,3 +311,21 @@ def test_script_reports_a_missing_design_as_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and "none.pt" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_radius_errors_are_not_drawn_from_the_designs_own_random_stream():
+    # a design's random start draws uniform radii from a generator seeded with a small integer;
+    # the fabrication errors of draw d must not come from that same stream (seed + d would: the
+    # Gaussian and the uniform numbers of one Mersenne-Twister stream are strongly related)
+    from dkolib.fab.tolerances import radius_error_seed
+
+    n = 20000
+    for seed, draw in ((0, 0), (0, 1), (1, 0), (3, 2)):
+        design = torch.rand(n, generator=torch.Generator().manual_seed(seed + draw), dtype=torch.float64)
+        errors = torch.randn(n, generator=torch.Generator().manual_seed(radius_error_seed(seed, draw)),
+                             dtype=torch.float64)
+        r = torch.corrcoef(torch.stack([design, errors]))[0, 1].item()
+        assert abs(r) < 5.0 / n ** 0.5  # independent streams: |r| ~ 1 / sqrt(n)
+        same = torch.randn(n, generator=torch.Generator().manual_seed(seed + draw), dtype=torch.float64)
+        assert abs(torch.corrcoef(torch.stack([design, same]))[0, 1].item()) > 10.0 / n ** 0.5
+    assert len({radius_error_seed(0, d) for d in range(50)}) == 50

@@ -315,6 +315,24 @@ def wavelength_band(model: nn.Module, bandwidth_m: float, n_samples: int = 5, mo
 # ------------------------------------------------------------------ the study
 
 
+_RADIUS_ERROR_STREAM = 0x7AD1
+"""Names the random stream of fabrication radius errors (:func:`radius_error_seed`)."""
+
+
+def radius_error_seed(seed: int, draw: int) -> int:
+    """Generator seed of radius-error draw ``draw`` of a study seeded ``seed``.
+
+    Derived through ``numpy.random.SeedSequence`` from ``(seed, draw, stream)`` rather than
+    ``seed + draw``: a design whose random start was drawn from a small seed (0, 1, ...) would
+    otherwise get fabrication errors from the same Mersenne-Twister stream as its own initial
+    radii, i.e. errors correlated with the design.
+    """
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(draw), _RADIUS_ERROR_STREAM]).generate_state(1, np.uint64)[0]
+               & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 @dataclass(frozen=True)
 class ToleranceCase:
     """One perturbation at one level (``level`` in :data:`UNITS`; ``draw`` numbers random draws)."""
@@ -331,7 +349,7 @@ class ToleranceCase:
         if self.perturbation == "none":
             return as_built(model, mode=mode)
         if self.perturbation == "radius_random":
-            gen = torch.Generator().manual_seed(self.seed + self.draw)
+            gen = torch.Generator().manual_seed(radius_error_seed(self.seed, self.draw))
             return radius_error(model, sigma_m=value, generator=gen, mode=mode)
         if self.perturbation == "radius_bias":
             return radius_error(model, bias_m=value, mode=mode)
