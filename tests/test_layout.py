@@ -149,6 +149,25 @@ def test_no_unsafe_torch_load_in_package_or_scripts():
     assert _unsafe_torch_loads(io_text.replace(call, "torch.load(path, map_location=map_location)"))
 
 
+def _notebook_code(path: Path) -> str:
+    """The code cells of a notebook as one Python source (IPython magics and shell lines dropped)."""
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    lines = [line for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+
+
+def test_no_unsafe_torch_load_in_notebooks():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 8
+    hits = [h for nb in notebooks for h in _unsafe_torch_loads(_notebook_code(nb), nb.name)]
+    assert not hits, f"torch.load without weights_only=True (use dkolib.io.load_torch): {hits}"
+    text = _notebook_code(ROOT / "notebooks" / "03_dko_synthesis.ipynb")
+    assert "load_torch(dko_dir" in text
+    assert _unsafe_torch_loads(text.replace("load_torch(dko_dir", "torch.load(dko_dir"))
+
+
 class _RunsCode:
     """A pickle that would run code on load (writes a marker file)."""
 
