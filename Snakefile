@@ -32,7 +32,7 @@ FIG = f"figures/{PROFILE}"
 BENCH = f"{R}/benchmarks"
 T = CFG.threads
 NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
-             "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics"]
+             "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics", "09_resnet18_example"]
 SPLITS = ["train", "val", "test"]
 
 
@@ -400,6 +400,7 @@ NB_INPUTS = {
                    f"{R}/notebooks/02_electronic_network.ipynb"],
     "07_tolerances": [f"{R}/tolerances.csv"],
     "08_your_own_optics": [],
+    "09_resnet18_example": [],  # makes its own data; its optics are the profile's (default: OpticalConv2d's own)
 }
 
 

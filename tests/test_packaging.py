@@ -16,10 +16,24 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0].lower()
 
 
+def _expand(requirements: list[str], extras: dict[str, list[str]]) -> set[str]:
+    """Distribution names of ``requirements``, a ``dkolib[extra, ...]`` replaced by its extras' requirements."""
+    names = set()
+    for r in requirements:
+        if _name(r) == "dkolib":
+            for extra in re.search(r"\[([^\]]*)\]", r).group(1).split(","):
+                names |= _expand(extras[extra.strip()], extras)
+        else:
+            names.add(_name(r))
+    return names
+
+
 def test_environment_yml_matches_pyproject():
+    """environment.yml = the core dependencies and the test extra (which pulls in the pipeline extra)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r) for r in project["dependencies"]} | _expand(extras["test"], extras)
+    assert _expand(["dkolib[pipeline]"], extras) <= wanted  # the tests and notebooks need the whole pipeline
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {_name(r) for r in pip_section if not r.startswith("-e")}

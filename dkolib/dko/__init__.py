@@ -1,6 +1,6 @@
 """DKO: kernels -> metasurfaces (stage 2), the optical first layer, training loops, evaluation."""
 
-from .conv import OpticalConv2d, replace_conv
+from .conv import OpticalConv2d, layer_defaults, replace_conv
 from .evaluation import evaluate_design, front_end_mode, hybrid_from_dko, ideal_optics_model, load_design
 from .fidelity import fidelity_table, fit_element_gains, fit_gain, summarize_fidelity
 from .frontend import OpticalFrontEnd, find_frontend, make_hybrid

@@ -22,6 +22,22 @@ Inputs are scene intensities (``>= 0``, linear): the optics cannot see negative
 light. A network that normalises its images (``(x - mean) / std``) should feed
 the raw intensities and fold the normalisation into the next layer; a negative
 input raises a :class:`NegativeIntensityWarning` (once per layer).
+
+Defaults. Where ``optics`` or ``dko`` is not given, the layer takes the ``default``
+profile's ``optics`` / ``dko`` section (:func:`layer_defaults`): 257 x 257 cells of
+2.5 um at 2.507 mm from the sensor (the paper's numerical aperture, whose passband
+reaches past the sensor's Nyquist frequency: no kernel has energy it cannot pass)
+and stage 2 from a random start with the leakage loss and one gain per
+metasurface. On held-out smooth 7 x 7 kernels ``from_conv(conv)`` then reaches a
+kernel correlation of 0.999 (error 0.04) per output channel; the dataclass defaults of
+:class:`~dkolib.config.OpticsConfig` / :class:`~dkolib.config.DKOConfig` (1 cm,
+lens start, 500 steps) reach 0.76-0.83 (error 0.5-0.66), and the profile's stage 2 at
+1 cm 0.95: at 1 cm the aperture cannot render the kernels' high frequencies
+(``tests/test_reuse_defaults.py``). The sections are read
+from ``config/default.yaml`` of the project root (:func:`dkolib.root.project_root`)
+when there is one, the one source of truth; an installed package used outside a
+checkout reads its packaged copy of the two sections, ``dkolib/dko/layer_defaults.yaml``
+(kept equal to the profile's by ``tests/test_reuse_defaults.py``).
 """
 
 from __future__ import annotations
@@ -30,12 +46,14 @@ import dataclasses
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
-from ..config import DKOConfig, OpticsConfig, from_dict
+from ..config import ConfigError, DKOConfig, OpticsConfig, from_dict, load_config, profile_path
 from ..errors import InputError
 from .frontend import ENGINES, MODES, OpticalFrontEnd, _sensor_noise, unit_gain
 
@@ -44,10 +62,58 @@ class NegativeIntensityWarning(UserWarning):
     """An optical layer received negative inputs, which no scene intensity can be."""
 
 
+DEFAULT_PROFILE = "default"
+"""The profile whose ``optics`` and ``dko`` sections are the layer's defaults."""
+PACKAGED_DEFAULTS = Path(__file__).with_name("layer_defaults.yaml")
+"""Packaged copy of the default profile's ``optics`` and ``dko`` sections (used outside a checkout)."""
+
+
+class LayerDefaults(NamedTuple):
+    """The settings an :class:`OpticalConv2d` takes where ``optics`` / ``dko`` are not given."""
+
+    optics: OpticsConfig
+    dko: DKOConfig
+    source: Path
+    """The file they were read from: the project's ``config/default.yaml`` or :data:`PACKAGED_DEFAULTS`."""
+
+
+def layer_defaults() -> LayerDefaults:
+    """The ``default`` profile's ``optics`` and ``dko`` sections: the layer's defaults.
+
+    Read through :func:`dkolib.config.load_config` from ``config/default.yaml`` of the project
+    root (``$DKOLIB_ROOT``, or the nearest of the working directory and its parents holding
+    ``config/*.yaml``; see :mod:`dkolib.root`) when that file exists; otherwise (an installed
+    package used outside a checkout) from :data:`PACKAGED_DEFAULTS`, a copy of the two sections
+    that ``tests/test_reuse_defaults.py`` keeps equal to the profile's.
+
+    Raises :class:`~dkolib.config.ConfigError` when the project's ``config/default.yaml``
+    exists but is not a valid profile (e.g. another project's ``config/`` folder), naming the
+    file and the ways out.
+    """
+    path = profile_path(DEFAULT_PROFILE)
+    if path.is_file():
+        try:
+            cfg = load_config(DEFAULT_PROFILE)
+        except ConfigError as err:
+            raise ConfigError(f"OpticalConv2d's defaults are the '{DEFAULT_PROFILE}' profile's optics and dko "
+                              f"sections, read from {path}, which is not a valid dkolib profile: {err}. Fix it, "
+                              f"point DKOLIB_ROOT at a dkolib checkout, run from another folder (the packaged "
+                              f"copy {PACKAGED_DEFAULTS.name} is used there) or pass optics= and dko= "
+                              "explicitly") from err
+        return LayerDefaults(cfg.optics, cfg.dko, path)
+    if not PACKAGED_DEFAULTS.is_file():
+        raise ConfigError(f"{PACKAGED_DEFAULTS} is missing from the installed package and no {path} exists: "
+                          "reinstall dkolib, point DKOLIB_ROOT at a dkolib checkout or pass optics= and dko=")
+    with open(PACKAGED_DEFAULTS) as fh:
+        cfg = from_dict(yaml.safe_load(fh) or {})
+    return LayerDefaults(cfg.optics, cfg.dko, PACKAGED_DEFAULTS)
+
+
 def _section(value, cls, name: str):
-    """A config section from a dataclass, a mapping (validated like a profile file) or None (defaults)."""
+    """A config section from a dataclass, a mapping (validated like a profile file) or None (the
+    default profile's section, :func:`layer_defaults`)."""
     if value is None:
-        return cls()
+        return getattr(layer_defaults(), name)
     if isinstance(value, cls):
         return value
     if isinstance(value, Mapping):
@@ -56,7 +122,8 @@ def _section(value, cls, name: str):
 
 
 def layer_optics(optics, kernel_size: int) -> OpticsConfig:
-    """``optics`` (``OpticsConfig`` | dict | None) with ``kernel_size`` set and its windows widened to hold it.
+    """``optics`` (``OpticsConfig`` | dict | None: the default profile's, :func:`layer_defaults`) with
+    ``kernel_size`` set and its windows widened to hold it.
 
     The loss window becomes ``2 k`` and the render window ``k`` where they are smaller
     than the kernel (the paper's loss window is twice its 7 x 7 kernel).
@@ -114,7 +181,8 @@ class OpticalConv2d(OpticalFrontEnd):
         padding: zero padding per side: int, ``'same'`` (stride 1) or ``'valid'``.
         bias: add an electronic bias per output channel (a parameter, initialised to 0).
         optics: :class:`~dkolib.config.OpticsConfig` or a dict of its keys (default: the
-            dataclass defaults); ``kernel_size`` is set from ``kernel_size``.
+            ``default`` profile's ``optics`` section, :func:`layer_defaults`); ``kernel_size`` is
+            set from ``kernel_size``.
         atom: meta-atom model, or a name / CSV path for :func:`dkolib.optics.metaatoms.load_atom`
             (default ``optics.meta_atom``).
         wavelengths_m: one wavelength per input channel (metres; default the first
@@ -195,6 +263,11 @@ class OpticalConv2d(OpticalFrontEnd):
         (:mod:`dkolib.dko.fidelity`; with ``progress`` they are also printed) and
         ``synthesis_history`` the stage-2 history.
         The array is optimised on ``conv.weight``'s device.
+
+        ``optics`` / ``dko`` left ``None`` are the ``default`` profile's sections
+        (:func:`layer_defaults`: 257 cells of 2.5 um at 2.507 mm, random start, leakage loss,
+        one gain per metasurface), which render held-out smooth 7 x 7 kernels at a kernel
+        correlation of 0.999; a geometry of your own is checked as above.
         """
         from ..optics.metasurface import MetasurfaceArray
         from ..optics.realisability import input_wavelengths_m, realisability
@@ -311,8 +384,9 @@ class OpticalConv2d(OpticalFrontEnd):
 def replace_conv(model: nn.Module, name: str, optics=None, dko=None, **kwargs) -> OpticalConv2d:
     """Swap the ``nn.Conv2d`` at dotted ``name`` (e.g. ``'features.0'``) of ``model`` for its optical design.
 
-    Runs :meth:`OpticalConv2d.from_conv` (``optics``, ``dko`` and ``kwargs`` go to it), puts the
-    result in place of the convolution (``model`` is changed in place) and returns it.
+    Runs :meth:`OpticalConv2d.from_conv` (``optics``, ``dko`` and ``kwargs`` go to it; ``None``:
+    the default profile's sections, :func:`layer_defaults`), puts the result in place of the
+    convolution (``model`` is changed in place) and returns it.
     """
     try:
         conv = model.get_submodule(name)
@@ -327,4 +401,5 @@ def replace_conv(model: nn.Module, name: str, optics=None, dko=None, **kwargs) -
     return layer
 
 
-__all__ = ["NegativeIntensityWarning", "OpticalConv2d", "layer_optics", "replace_conv"]
+__all__ = ["DEFAULT_PROFILE", "PACKAGED_DEFAULTS", "LayerDefaults", "NegativeIntensityWarning", "OpticalConv2d",
+           "layer_defaults", "layer_optics", "replace_conv"]
