@@ -184,7 +184,8 @@ def plot_fidelity_light_tradeoff(study: pd.DataFrame, chosen_weight: float | Non
 
     ``study``: rows of ``scripts/synthesis_study.py`` with ``grid == 'leakage'`` (columns
     ``loss``, ``leakage_weight``, ``step_cap``, ``err_elem``, ``eff_crop``); the last step cap
-    of each setting is drawn. ``chosen_weight`` is ringed.
+    of each setting is drawn, and the ``smoothness`` grid's rows (smoother phase at the profile's
+    weight) as labelled triangles. ``chosen_weight`` is ringed.
     """
     rows = study[study["grid"] == "leakage"]
     rows = rows[rows["step_cap"] == rows.groupby(["loss", "leakage_weight"])["step_cap"].transform("max")]
@@ -197,6 +198,21 @@ def plot_fidelity_light_tradeoff(study: pd.DataFrame, chosen_weight: float | Non
             for _, r in sel.iterrows():
                 ax.annotate(f"{r['leakage_weight']:g}", (r["eff_crop"], r["err_elem"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
+    smooth = study[study["grid"] == "smoothness"] if "phase_block_cells" in study else study.iloc[:0]
+    if len(smooth):
+        keys = ["init", "init_corr_cells", "smoothness_weight", "phase_block_cells"]
+        smooth = smooth[smooth["step_cap"] == smooth.groupby(keys)["step_cap"].transform("max")]
+        families = (("correlated start (cells)", smooth["init"] == "smooth_random", "init_corr_cells", "^"),
+                    ("smoothness term (weight)", smooth["smoothness_weight"] > 0, "smoothness_weight", "v"),
+                    ("coarser grid (cells per block)", smooth["phase_block_cells"] > 1, "phase_block_cells", "D"))
+        for j, (label, sel, key, marker) in enumerate(families):
+            part = smooth[sel]
+            if part.empty:
+                continue
+            ax.scatter(part["eff_crop"], part["err_elem"], marker=marker, color=f"C{j + 2}", label=label)
+            for _, r in part.iterrows():
+                ax.annotate(f"{r[key]:g}", (r["eff_crop"], r["err_elem"]), textcoords="offset points",
+                            xytext=(4, -9), fontsize=7, color=f"C{j + 2}")
     if chosen_weight is not None:
         pick = rows[(rows["loss"] == "leakage") & np.isclose(rows["leakage_weight"], chosen_weight)]
         ax.scatter(pick["eff_crop"], pick["err_elem"], s=160, facecolors="none", edgecolors="k", label="chosen")

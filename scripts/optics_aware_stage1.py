@@ -16,7 +16,8 @@ that the aperture can render. For each geometry (the profile's own, and every
 * otherwise, for the electronic stage 1 and an optics-aware stage 1 at each ``--weights``:
   the out-of-band fraction of its kernels, the network's own validation AbsRel, and its DKO
   design (the profile's stage 2 on the whole bank): kernel fidelity, light in the crop, and
-  validation AbsRel in the ``crop`` and ``full_psf_noise`` modes.
+  validation AbsRel in the ``crop`` and ``full_psf_noise`` modes, beside the constant predictor's
+  (``constant_abs_rel``: the training split's median depth everywhere).
 
 Writes ``results/<profile>/dko/optics_aware_stage1.csv``; runs are kept under ``--work`` and
 resumed after an interrupt.
@@ -25,6 +26,7 @@ resumed after an interrupt.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dkolib.study.cli import add_validation_study_args, load_validation_study, run_cli  # noqa: E402
 from dkolib.depth.data import get_dataset  # noqa: E402
+from dkolib.depth.predict import constant_predictor, training_median_depth  # noqa: E402
 from dkolib.dko.evaluation import evaluate_design, load_design  # noqa: E402
 from dkolib.dko.train import load_depthnet, run_stage1  # noqa: E402
 from dkolib.io import write_csv  # noqa: E402
@@ -41,6 +44,8 @@ from dkolib.optics.realisability import realisability  # noqa: E402
 from dkolib.study.pipeline import run_dko_stage2  # noqa: E402
 
 MODES = ("crop", "full_psf_noise")
+STAGE2_KEYS = ("loss", "leakage_weight", "lr", "init")
+"""Stage-2 settings a kept run must share with the profile to be reused (its ``summary.csv``)."""
 
 
 def _out_of_band(stage1_path: Path, cfg) -> float:
@@ -52,8 +57,11 @@ def _out_of_band(stage1_path: Path, cfg) -> float:
 def _read_design(stage1_path: Path, run_dir: Path, cfg, dataset, max_items, seed) -> dict:
     """Stage 2 of ``stage1_path`` under ``cfg`` (resumed in ``run_dir``) and its validation AbsRel."""
     summary_csv = run_dir / "summary.csv"
-    summary = pd.read_csv(summary_csv) if summary_csv.exists() else run_dko_stage2(cfg, stage1_path, run_dir,
-                                                                                    progress=False)
+    summary = pd.read_csv(summary_csv) if summary_csv.exists() else None
+    if summary is None or any(summary[key].iloc[0] != getattr(cfg.dko, key) for key in STAGE2_KEYS):
+        if run_dir.exists():  # made with other stage-2 settings: start over
+            shutil.rmtree(run_dir)
+        summary = run_dko_stage2(cfg, stage1_path, run_dir, progress=False)
     row = summary.iloc[0]
     out = {"dko_corr_elem": float(row["channel_corr_elem_mean"]), "dko_err_elem": float(row["channel_norm_err_elem_mean"]),
            "dko_light_crop": float(row["eff_crop_mean"])}
@@ -85,6 +93,11 @@ def main(argv=None) -> pd.DataFrame:
     work = args.work or paths.dko / "optics_aware_stage1.work"
     out = args.out or paths.dko / "optics_aware_stage1.csv"
     dataset = get_dataset(cfg, args.split, paths.data_cache)
+    median_m = training_median_depth(get_dataset(cfg, "train", paths.data_cache), cfg.data.min_depth_m,
+                                     cfg.data.max_depth_m)
+    constant = evaluate_design(constant_predictor(median_m), dataset, cfg, evals=("crop",), design="constant",
+                               max_items=args.max_items)
+    constant_abs_rel = float(constant["abs_rel"].iloc[0])
 
     rows = []
     for z in distances:
@@ -116,6 +129,7 @@ def main(argv=None) -> pd.DataFrame:
                                         args.seed)})
             write_csv(pd.DataFrame(rows), out)
     table = pd.DataFrame(rows)
+    table["constant_abs_rel"] = constant_abs_rel
     table["split"] = args.split
     print(table.to_string(index=False))
     write_csv(table, out)

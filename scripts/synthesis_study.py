@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", default="0-1", help="selection output channels (a-b or a,b,c)")
     ap.add_argument("--inits", default="lens,lens_random,random")
     ap.add_argument("--lrs", default="0.05,0.1,0.2")
-    ap.add_argument("--leakage-weights", default="0,0.1,0.3,0.5,1,3")
+    ap.add_argument("--leakage-weights", default="0,0.1,0.3,0.5,1,2,3")
     ap.add_argument("--corr-cells", default="2,4,8", help="correlation lengths (cells) of the smooth random start")
     ap.add_argument("--smoothness-weights", default="0.1,0.3,1", help="smoothness-term weights")
     ap.add_argument("--block-cells", default="2,3", help="coarser phase grids (cells per block side)")

@@ -213,3 +213,74 @@ def test_operating_point_differences_are_paired_against_the_profile_weight():
     assert d.loc[2.0, "noisy_abs_rel_minus_profile"] == pytest.approx(0.005)
     assert d.loc[2.0, "diff_ci_lo"] < 0 < d.loc[2.0, "diff_ci_hi"] and not d.loc[2.0, "significantly_better"]
     assert (d["n_images"] == 4).all()
+
+
+def test_optics_aware_section_compares_the_stage1s_at_each_distance(tmp_path):
+    (tmp_path / "config").mkdir()
+    dko = tmp_path / "results" / "default" / "dko"
+    dko.mkdir(parents=True)
+    assert rr.optics_aware_section(ProfilePaths("default", tmp_path)) == ""
+    base = {"n_cells": 257, "passband": "square", "split": "val", "constant_abs_rel": 0.5}
+    rows = [{**base, "sensor_distance_m": 0.0025, "stage1": "electronic", "passband_weight": 0.0,
+             "out_of_band_fraction": 0.0},
+            {**base, "sensor_distance_m": 0.01, "stage1": "electronic", "passband_weight": 0.0,
+             "out_of_band_fraction": 0.34, "electronic_abs_rel": 0.18, "dko_corr_elem": 0.78, "dko_err_elem": 0.62,
+             "dko_light_crop": 0.18, "dko_abs_rel_crop": 0.2, "dko_abs_rel_full_psf_noise": 1.3},
+            {**base, "sensor_distance_m": 0.01, "stage1": "optics_aware", "passband_weight": 1.0,
+             "out_of_band_fraction": 0.002, "electronic_abs_rel": 0.24, "dko_corr_elem": 0.98, "dko_err_elem": 0.21,
+             "dko_light_crop": 0.2, "dko_abs_rel_crop": 0.25, "dko_abs_rel_full_psf_noise": 0.74}]
+    pd.DataFrame(rows).to_csv(dko / "optics_aware_stage1.csv", index=False)
+    text = rr.optics_aware_section(ProfilePaths("default", tmp_path))
+    assert "At 2.5 mm (the profile's geometry) every electronic kernel is inside the passband" in text
+    assert ("At 10 mm the optics-aware stage 1 (weight 1) moves the kernels' out-of-band energy from 0.34 to "
+            "0.002, DKO's kernel error from 0.62 to 0.21 and its AbsRel under noise from 1.3 to 0.74, while the "
+            "electronic network itself goes from 0.18 to 0.24 (constant predictor 0.5: under noise the design is "
+            "still worse than it).") in text
+    assert "| 10 | optics_aware, weight 1 | 0.002 | 0.24 | 0.98 | 0.21 | 0.2 | 0.25 | 0.74 | 0.5 |" in text
+
+
+def test_smoothness_rows_are_tabled_beside_the_profiles_setting():
+    cols = {"corr_elem": "correlation", "err_elem": "kernel error", "eff_crop": "light in crop"}
+    common = {"loss": "leakage", "leakage_weight": 0.5, "step_cap": 120, "corr_elem": 0.99, "roughness": 0.7}
+    rows = [{**common, "grid": "leakage", "init": "random", "init_corr_cells": 4.0, "smoothness_weight": 0.0,
+             "phase_block_cells": 1, "err_elem": 0.07, "eff_crop": 0.16},
+            {**common, "grid": "leakage", "init": "random", "init_corr_cells": 4.0, "smoothness_weight": 0.0,
+             "phase_block_cells": 1, "leakage_weight": 1.0, "err_elem": 0.09, "eff_crop": 0.19},
+            {**common, "grid": "smoothness", "init": "smooth_random", "init_corr_cells": 2.0, "smoothness_weight": 0.0,
+             "phase_block_cells": 1, "err_elem": 0.066, "eff_crop": 0.14},
+            {**common, "grid": "smoothness", "init": "random", "init_corr_cells": 4.0, "smoothness_weight": 0.3,
+             "phase_block_cells": 1, "err_elem": 0.08, "eff_crop": 0.15},
+            {**common, "grid": "smoothness", "init": "random", "init_corr_cells": 4.0, "smoothness_weight": 0.0,
+             "phase_block_cells": 2, "err_elem": 0.3, "eff_crop": 0.05}]
+    text = rr.smoothness_text(pd.DataFrame(rows), cols)
+    assert "| profile (white random start) | 0.7 | 0.99 | 0.07 | 0.16 |" in text  # the weight-0.5 row only
+    assert "0.19" not in text
+    assert "| start corr. 2 cells | 0.7 | 0.99 | 0.066 | 0.14 |" in text
+    assert "| smoothness 0.3 | 0.7 | 0.99 | 0.08 | 0.15 |" in text and "| blocks 2x2 | 0.7 | 0.99 | 0.3 | 0.05 |" in text
+    assert rr.smoothness_text(pd.DataFrame(rows[:2]), cols) == ""
+    assert "None keeps more than the white start (0.16; the best of them, smoothness 0.3, 0.15)" in text
+    # the phase tilt that brings the aperture's rim onto the axis, D / (2 lambda z) x pitch, by hand:
+    # 257 x 2.5 um / (2 x 700 nm x 2.5073 mm) x 2.5 um = 0.458 and, at 400 nm, 0.801 cycles per cell
+    from dkolib.config import load_config
+
+    with_optics = rr.smoothness_text(pd.DataFrame(rows), cols, load_config("default").optics)
+    assert "D / (2 lambda z) = 0.46-0.8 cycles per cell (at 700-400 nm)" in with_optics
+    brighter = pd.DataFrame(rows)
+    brighter.loc[2, "eff_crop"] = 0.2
+    assert "The most light: start corr. 2 cells, 0.2 against the white start's 0.16." in rr.smoothness_text(brighter, cols)
+
+
+def test_scaling_section_reports_time_per_step_against_one_process(tmp_path):
+    from dkolib.study.readme_bench import scaling_section
+
+    assert scaling_section(tmp_path) == ""
+    bench = tmp_path / "results" / "benchmarks"
+    bench.mkdir(parents=True)
+    pd.DataFrame([{"processes": p, "threads_per_process": 1, "seconds_per_step": s, "speedup": 3.0 / s,
+                   "metasurfaces": 96, "metasurfaces_max_per_process": 96 // p, "cells": 257, "steps_timed": 10,
+                   "collective_bytes_per_step_total": 1536 * p if p > 1 else 0, "profile": "default"}
+                  for p, s in ((1, 3.0), (2, 1.5))]).to_csv(bench / "scaling.csv", index=False)
+    text = scaling_section(tmp_path)
+    assert "96 metasurfaces of 257 x 257 cells (`default` profile), 10 timed steps per row" in text
+    assert "2 processes take 0.5x one process's time per step." in text
+    assert "| 2 | 1 | 1.5 | 2 | 48 | 3072 |" in text
