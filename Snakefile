@@ -89,6 +89,8 @@ rule all:
 # E2E, the physical evaluation, the stage-2 studies, the tolerance study and the layout.
 rule main_chain:
     input:
+        # as in `all`: the uncommitted dataset cache makes a fresh clone recompute the chain
+        expand(f"{DATA}/{{split}}.npz", split=SPLITS),
         f"{R}/physical_eval.csv",
         f"{R}/dko/synthesis_study.csv",
         f"{R}/dko/operating_point.csv",
