@@ -80,6 +80,27 @@ def passband_cutoff_cycles_per_m(optics_cfg, wavelength_m: float) -> float:
     return aperture_m / (float(wavelength_m) * optics_cfg.sensor_distance_m)
 
 
+def _band_energies(kernels: torch.Tensor, pixel_pitch_m: float, cutoff_cycles_per_m: float, passband: str,
+                   n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(outside, total)`` energies ``[...]`` of kernels ``[..., k, k]`` (float64, on their device,
+    differentiable): the sum of ``|DFT|^2`` over the bins outside the passband, and over all bins."""
+    if passband not in PASSBANDS:
+        raise InputError(f"passband must be one of {PASSBANDS}, got {passband!r}")
+    k = kernels.shape[-1]
+    if kernels.dim() < 2 or kernels.shape[-2] != k:
+        raise InputError(f"kernels must be [..., k, k], got {tuple(kernels.shape)}")
+    if n_fft < k:
+        raise InputError(f"n_fft ({n_fft}) must be at least the kernel size ({k})")
+    f = torch.fft.fftfreq(n_fft, d=float(pixel_pitch_m), dtype=torch.float64).to(kernels.device)
+    fy, fx = f[:, None], f[None, :]
+    if passband == "square":
+        inside = (fx.abs() <= cutoff_cycles_per_m) & (fy.abs() <= cutoff_cycles_per_m)
+    else:
+        inside = fx * fx + fy * fy <= cutoff_cycles_per_m ** 2
+    power = torch.fft.fft2(kernels.to(torch.float64), s=(n_fft, n_fft)).abs().square()
+    return (power * (~inside)).sum((-2, -1)), power.sum((-2, -1))
+
+
 def out_of_band_fraction(kernels: torch.Tensor, pixel_pitch_m: float, cutoff_cycles_per_m: float,
                          passband: str = "square", n_fft: int = 256) -> torch.Tensor:
     """Fraction of each kernel's energy outside the passband ``[...]`` (NaN for all-zero kernels).
@@ -91,22 +112,7 @@ def out_of_band_fraction(kernels: torch.Tensor, pixel_pitch_m: float, cutoff_cyc
         passband: ``'square'`` (``|f_x|, |f_y| <= f_c``) or ``'disk'`` (``|f| <= f_c``).
         n_fft: DFT size per axis (``>= k``); bins are ``1 / (n_fft P)`` apart.
     """
-    if passband not in PASSBANDS:
-        raise InputError(f"passband must be one of {PASSBANDS}, got {passband!r}")
-    k = kernels.shape[-1]
-    if kernels.dim() < 2 or kernels.shape[-2] != k:
-        raise InputError(f"kernels must be [..., k, k], got {tuple(kernels.shape)}")
-    if n_fft < k:
-        raise InputError(f"n_fft ({n_fft}) must be at least the kernel size ({k})")
-    f = torch.fft.fftfreq(n_fft, d=float(pixel_pitch_m), dtype=torch.float64)
-    fy, fx = f[:, None], f[None, :]
-    if passband == "square":
-        inside = (fx.abs() <= cutoff_cycles_per_m) & (fy.abs() <= cutoff_cycles_per_m)
-    else:
-        inside = fx * fx + fy * fy <= cutoff_cycles_per_m ** 2
-    power = torch.fft.fft2(kernels.detach().to(torch.float64).cpu(), s=(n_fft, n_fft)).abs().square()
-    total = power.sum((-2, -1))
-    outside = (power * (~inside)).sum((-2, -1))
+    outside, total = _band_energies(kernels.detach().cpu(), pixel_pitch_m, cutoff_cycles_per_m, passband, n_fft)
     return torch.where(total > 0, outside / torch.where(total > 0, total, torch.ones_like(total)),
                        torch.full_like(total, float("nan")))
 
@@ -125,21 +131,13 @@ def passband_penalty(kernels: torch.Tensor, optics_cfg, wavelengths_m=None, pass
         kernels: ``[C_out, C_in, k, k]`` (gradients flow to it).
         optics_cfg, wavelengths_m, passband, n_fft: as :func:`realisability`.
     """
-    if passband not in PASSBANDS:
-        raise InputError(f"passband must be one of {PASSBANDS}, got {passband!r}")
-    if kernels.dim() != 4 or kernels.shape[-1] != kernels.shape[-2] or n_fft < kernels.shape[-1]:
-        raise InputError(f"kernels must be [C_out, C_in, k, k] with k <= n_fft ({n_fft}), got {tuple(kernels.shape)}")
+    if kernels.dim() != 4:
+        raise InputError(f"kernels must be [C_out, C_in, k, k], got {tuple(kernels.shape)}")
     wls = input_wavelengths_m(int(kernels.shape[1]), optics_cfg, wavelengths_m)
-    f = torch.fft.fftfreq(n_fft, d=float(optics_cfg.pixel_pitch_m), dtype=torch.float64).to(kernels.device)
-    fy, fx = f[:, None], f[None, :]
-    power = torch.fft.fft2(kernels.to(torch.float64), s=(n_fft, n_fft)).abs().square()  # [C_out, C_in, F, F]
-    outside = []
-    for i, lam in enumerate(wls):
-        fc = passband_cutoff_cycles_per_m(optics_cfg, lam)
-        inside = ((fx.abs() <= fc) & (fy.abs() <= fc)) if passband == "square" else (fx * fx + fy * fy <= fc * fc)
-        outside.append((power[:, i] * (~inside)).sum())
-    total = power.sum()
-    return (torch.stack(outside).sum() / total.clamp_min(1e-300)).to(kernels.dtype)
+    outside, total = zip(*(_band_energies(kernels[:, i], optics_cfg.pixel_pitch_m,
+                                          passband_cutoff_cycles_per_m(optics_cfg, lam), passband, n_fft)
+                           for i, lam in enumerate(wls)))
+    return (torch.stack(outside).sum() / torch.stack(total).sum().clamp_min(1e-300)).to(kernels.dtype)
 
 
 def realisability(kernels: torch.Tensor, optics_cfg, wavelengths_m=None, threshold: float = 0.05,
