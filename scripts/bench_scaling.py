@@ -70,24 +70,13 @@ def kernel_bank(cfg, stage1: Path | None) -> tuple[torch.Tensor, str]:
 def _bench_rank(cfg, weight: torch.Tensor, total_steps: int, threads: int, engine: str) -> list[float] | None:
     """One process of a run (launched by :func:`launch_local`): the cumulative wall seconds after
     each step (rank 0; None elsewhere)."""
-    from dkolib.distributed import TorchrunEnv, synthesize_on_ranks
-    from dkolib.dko.synthesis import make_atom, synthesize
+    from dkolib.distributed import synthesize_launched
     from dkolib.dko.train import resolve_device
-    from dkolib.optics.metasurface import MetasurfaceArray
 
     set_threads(threads)
-    device = resolve_device(cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    run = dict(engine=engine, generator=gen, progress=False, steps=total_steps, stop_window=0)
-    if TorchrunEnv.from_environ().is_distributed:
-        res = synthesize_on_ranks(weight, cfg.optics, cfg.dko, device, **run)
-    else:
-        array = None
-        if device.type != "cpu":
-            array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
-                                     init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad,
-                                     init_corr_cells=cfg.dko.init_corr_cells).to(device)
-        res = synthesize(weight, cfg.optics, cfg.dko, array=array, **run)
+    res = synthesize_launched(weight, cfg.optics, cfg.dko, resolve_device(cfg), engine=engine, generator=gen,
+                              progress=False, steps=total_steps, stop_window=0)
     return None if res is None else res.history["seconds"].tolist()
 
 

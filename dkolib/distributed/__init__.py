@@ -22,10 +22,10 @@ from .env import (TorchrunEnv, backend_for, destroy_process_group, init_process_
                   rank_device)
 from .launch import RankOutcome, find_free_port, launch_local, run_local
 from .shard import ShardPlan, shard_channels
-from .stage2 import synthesize_on_ranks, synthesize_sharded
+from .stage2 import synthesize_launched, synthesize_on_ranks, synthesize_sharded
 
 __all__ = [
     "RankFailureError", "RankOutcome", "ShardPlan", "TorchrunEnv", "backend_for", "destroy_process_group",
     "find_free_port", "init_process_group", "launch_local", "process_group", "rank_device", "run_local",
-    "shard_channels", "stage2_bytes_per_step", "synthesize_on_ranks", "synthesize_sharded",
+    "shard_channels", "stage2_bytes_per_step", "synthesize_launched", "synthesize_on_ranks", "synthesize_sharded",
 ]

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from ..dko.budget import BudgetMeter
-from ..dko.synthesis import SynthesisResult, finish_synthesis, make_atom, synthesize
+from ..dko.synthesis import SynthesisResult, finish_synthesis, initial_array, make_atom, synthesize
 from ..errors import InputError
 from .comm import all_gather_blocks, all_gather_objects, gather_blocks
 from .env import TorchrunEnv, process_group, rank_device
@@ -159,8 +159,7 @@ def synthesize_sharded(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, eng
     atom = atom if atom is not None else make_atom(optics_cfg)
 
     # the whole array's start, drawn as synthesize() draws it (cheap next to the optimisation)
-    whole = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator,
-                             init_noise_rad=dko_cfg.init_noise_rad, init_corr_cells=dko_cfg.init_corr_cells)
+    whole = initial_array(c_out, c_in, optics_cfg, dko_cfg, atom, generator)
     channels, elements = plan.channels(rank), plan.elements(rank)
     ckpt = shard_ckpt_path(ckpt_dir, rank, world) if ckpt_dir is not None and len(channels) else None
     if ckpt_dir is not None and rank == 0 and Path(ckpt_dir).is_dir():
@@ -223,3 +222,21 @@ def synthesize_on_ranks(weight: torch.Tensor, optics_cfg, dko_cfg, device: torch
     dev = rank_device(device, env.local_rank)
     with process_group(dev, timeout_s, env):
         return synthesize_sharded(weight, optics_cfg, dko_cfg, device=dev, **kwargs)
+
+
+def synthesize_launched(weight: torch.Tensor, optics_cfg, dko_cfg, device: torch.device | str = "cpu", *,
+                        generator: torch.Generator | None = None, ckpt_dir: str | Path | None = None,
+                        **kwargs) -> SynthesisResult | None:
+    """Stage 2 as the script was launched: over the processes of a torchrun launch
+    (:func:`synthesize_on_ranks`, one checkpoint per rank in ``ckpt_dir``), else in this process
+    (:func:`~dkolib.dko.synthesis.synthesize`, checkpoint ``ckpt_dir / 'ckpt.pt'``), the latents on
+    ``device``. ``kwargs`` go to either. Returns the result; None on ranks other than 0."""
+    if TorchrunEnv.from_environ().is_distributed:
+        return synthesize_on_ranks(weight, optics_cfg, dko_cfg, device, generator=generator, ckpt_dir=ckpt_dir,
+                                   **kwargs)
+    array = None
+    if torch.device(device).type != "cpu":  # build as synthesize() would, then move the latents to the device
+        array = initial_array(weight.shape[0], weight.shape[1], optics_cfg, dko_cfg,
+                              generator=generator).to(device)
+    ckpt_path = None if ckpt_dir is None else Path(ckpt_dir) / "ckpt.pt"
+    return synthesize(weight, optics_cfg, dko_cfg, generator=generator, ckpt_path=ckpt_path, array=array, **kwargs)

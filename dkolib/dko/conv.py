@@ -269,10 +269,9 @@ class OpticalConv2d(OpticalFrontEnd):
         one gain per metasurface), which render held-out smooth 7 x 7 kernels at a kernel
         correlation of 0.999; a geometry of your own is checked as above.
         """
-        from ..optics.metasurface import MetasurfaceArray
         from ..optics.realisability import input_wavelengths_m, realisability
         from .fidelity import summarize_fidelity
-        from .synthesis import synthesize
+        from .synthesis import initial_array, synthesize
 
         if not isinstance(conv, nn.Conv2d):
             raise InputError(f"from_conv needs an nn.Conv2d, got {type(conv).__name__}")
@@ -289,11 +288,8 @@ class OpticalConv2d(OpticalFrontEnd):
         wls = input_wavelengths_m(conv.in_channels, optics_cfg, wavelengths_m)
         if check_realisable:
             realisability(weight.cpu(), optics_cfg, wls)
-        array = MetasurfaceArray(conv.out_channels, conv.in_channels, optics_cfg, _atom(atom, optics_cfg),
-                                 init=dko_cfg.init,
-                                 generator=generator, init_noise_rad=dko_cfg.init_noise_rad,
-                                 init_corr_cells=dko_cfg.init_corr_cells,
-                                 wavelengths_m=wls).to(weight.device)
+        array = initial_array(conv.out_channels, conv.in_channels, optics_cfg, dko_cfg, _atom(atom, optics_cfg),
+                              generator, wavelengths_m=wls).to(weight.device)
         engine = optics_cfg.engine if engine is None else engine
         res = synthesize(weight, optics_cfg, dko_cfg, engine=engine, progress=progress,
                          ckpt_path=ckpt_path, array=array, **synthesis_kwargs)

@@ -85,6 +85,18 @@ def make_atom(optics_cfg):
     return load_atom(optics_cfg.meta_atom)
 
 
+def initial_array(n_out: int, n_in: int, optics_cfg, dko_cfg, atom=None, generator: torch.Generator | None = None,
+                  **kwargs) -> nn.Module:
+    """The ``MetasurfaceArray`` stage 2 starts from: ``dko_cfg.init`` (with its ``init_noise_rad`` /
+    ``init_corr_cells``) drawn from ``generator``; ``atom`` defaults to ``optics_cfg.meta_atom``;
+    ``kwargs`` (e.g. ``wavelengths_m``) go to the array."""
+    from ..optics.metasurface import MetasurfaceArray
+
+    return MetasurfaceArray(n_out, n_in, optics_cfg, atom if atom is not None else make_atom(optics_cfg),
+                            init=dko_cfg.init, generator=generator, init_noise_rad=dko_cfg.init_noise_rad,
+                            init_corr_cells=dko_cfg.init_corr_cells, **kwargs)
+
+
 def _default_psf_fn():
     from ..optics.propagation import psf as psf_fn
 
@@ -182,12 +194,7 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     if stop_window < 0 or stop_tol < 0:
         raise ValueError(f"stop_window and stop_tol must be >= 0, got {stop_window}, {stop_tol}")
     if array is None:
-        from ..optics.metasurface import MetasurfaceArray
-
-        atom = atom if atom is not None else make_atom(optics_cfg)
-        array = MetasurfaceArray(c_out, c_in, optics_cfg, atom, init=dko_cfg.init, generator=generator,
-                                 init_noise_rad=dko_cfg.init_noise_rad,
-                                 init_corr_cells=dko_cfg.init_corr_cells)
+        array = initial_array(c_out, c_in, optics_cfg, dko_cfg, atom, generator)
     n_el = int(array.latent.shape[0])
     if n_el != targets.shape[0]:
         raise ValueError(f"array has {n_el} elements but weight needs {targets.shape[0]}")
@@ -197,8 +204,7 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
     block = int(getattr(dko_cfg, "phase_block_cells", 1))
     if smooth_w < 0 or block < 1:
         raise ValueError(f"dko.smoothness_weight must be >= 0 and dko.phase_block_cells >= 1, got {smooth_w}, {block}")
-    project = _block_projection(block)
-    project(array)
+    _project_blocks(array, block)
     meta = {"n_elements": n_el, "loss": loss_name, "lr": lr, "window_px": window_px, "engine": engine,
             "leakage_weight": float(dko_cfg.leakage_weight), "targets_sha1": _targets_digest(targets),
             "latent_shape": tuple(array.latent.shape)}
@@ -265,7 +271,7 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
                 raise FloatingPointError(f"DKO loss became {total.item()} at step {step + 1}")
             total.backward()
             opt.step()
-            project(array)
+            _project_blocks(array, block)
         if budget is not None and flops is not None:
             budget.add_flops(flops, "optics")
         elapsed += time.perf_counter() - t0
@@ -364,17 +370,14 @@ def _should_stop(rows: list[dict], stop_window: int, stop_tol: float) -> bool:
     return False
 
 
-def _block_projection(block_cells: int) -> Callable:
-    """In-place projection of an array's latents onto ``block_cells`` x ``block_cells`` blocks
-    (:func:`dkolib.optics.metasurface.block_average`); a no-op for 1."""
-    from ..optics.metasurface import block_average
+def _project_blocks(array: nn.Module, block_cells: int) -> None:
+    """Project an array's latents in place onto ``block_cells`` x ``block_cells`` blocks
+    (:func:`dkolib.optics.metasurface.block_average`); nothing to do for 1."""
+    if block_cells > 1:
+        from ..optics.metasurface import block_average
 
-    def project(array: nn.Module) -> None:
-        if block_cells > 1:
-            with torch.no_grad():
-                array.latent.copy_(block_average(array.latent, block_cells))
-
-    return project
+        with torch.no_grad():
+            array.latent.copy_(block_average(array.latent, block_cells))
 
 
 HISTORY_COLUMNS = ["step", "loss", "loss_mean", "corr_mean", "eff_crop_mean", "eff_window_mean", "seconds"]

@@ -17,10 +17,9 @@ from ..config import Config
 from ..dko.evaluation import hybrid_from_dko, load_design
 from ..io import load_torch, save_torch, seed_everything, set_threads, write_csv
 from .paths import ProfilePaths
-from ..optics.metasurface import MetasurfaceArray
 from ..dko.fidelity import summarize_fidelity
-from ..dko.synthesis import make_atom, save_array, synthesize
-from ..distributed import TorchrunEnv, synthesize_on_ranks
+from ..dko.synthesis import save_array
+from ..distributed import synthesize_launched
 from ..dko.train import load_depthnet, resolve_device, run_e2e, run_finetune, save_model
 
 
@@ -50,19 +49,11 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     before = budget.snapshot()
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg)
-    if TorchrunEnv.from_environ().is_distributed:  # torchrun: output channels shared out over the processes
-        res = synthesize_on_ranks(weight, cfg.optics, cfg.dko, device, engine=engine, generator=gen, progress=progress,
-                                  ckpt_dir=out_dir, log_csv=out_dir / "history.csv", budget=budget)
-        if res is None:  # not rank 0, which writes the outputs
-            return pd.DataFrame()
-    else:
-        array = None
-        if device.type != "cpu":  # build as synthesize() would, then move the latents to the GPU
-            array = MetasurfaceArray(weight.shape[0], weight.shape[1], cfg.optics, make_atom(cfg.optics),
-                                     init=cfg.dko.init, generator=gen, init_noise_rad=cfg.dko.init_noise_rad,
-                                     init_corr_cells=cfg.dko.init_corr_cells).to(device)
-        res = synthesize(weight, cfg.optics, cfg.dko, engine=engine, generator=gen, progress=progress,
-                         ckpt_path=out_dir / "ckpt.pt", log_csv=out_dir / "history.csv", budget=budget, array=array)
+    # under torchrun the output channels are shared out over the processes; rank 0 writes the outputs
+    res = synthesize_launched(weight, cfg.optics, cfg.dko, device, engine=engine, generator=gen, progress=progress,
+                              ckpt_dir=out_dir, log_csv=out_dir / "history.csv", budget=budget)
+    if res is None:
+        return pd.DataFrame()
     after = budget.snapshot()
     save_array(res.array, out_dir / "array.pt", cfg.optics, loss=cfg.dko.loss, engine=engine)
     gain = res.front_end_gain(cfg.optics.gain)
