@@ -32,7 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.study.cli import require_existing, run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.depth.data import get_dataset  # noqa: E402
 from dkolib.dko.evaluation import load_design  # noqa: E402
@@ -65,9 +65,7 @@ def main(argv=None) -> pd.DataFrame:
     set_threads(args.threads or cfg.threads)
     paths = ProfilePaths(cfg.profile)
     out = args.out or paths.results / "as_fabricated.csv"
-    for flag, path in (("--stage1", args.stage1), ("--dko", args.dko), ("--e2e", args.e2e)):
-        if path is not None and not path.exists():
-            raise SystemExit(f"{flag} {path} does not exist")
+    require_existing(("--stage1", args.stage1), ("--dko", args.dko), ("--e2e", args.e2e))
     if args.dko is None and args.e2e is None:
         raise SystemExit("nothing to read: pass --dko and/or --e2e")
     designed_lib = args.designed_library or cfg.optics.meta_atom

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib.study.cli import run_cli  # noqa: E402
+from dkolib.study.cli import require_existing, run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.dko.evaluation import load_design  # noqa: E402
 from dkolib.dko.fidelity import fidelity_table, summarize_fidelity  # noqa: E402
@@ -56,9 +56,7 @@ def main(argv=None) -> pd.DataFrame:
 
     cfg = load_config(args.profile, parse_overrides(args.set))
     set_threads(args.threads or cfg.threads)
-    for flag, path in (("--stage1", args.stage1), ("--dko", args.dko)):
-        if not path.exists():
-            raise SystemExit(f"{flag} {path} does not exist")
+    require_existing(("--stage1", args.stage1), ("--dko", args.dko))
     bad = [f for f in args.factors if f < 1 or f % 2 != 1]
     if bad:
         raise SystemExit(f"--factors must be positive odd integers (the axis stays on a cell), got {bad}")

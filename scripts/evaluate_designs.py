@@ -37,7 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dkolib.study.cli import parse_designs, run_cli  # noqa: E402
+from dkolib.study.cli import parse_designs, require_existing, run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.dko.evaluation import EVAL_MODES  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
@@ -76,8 +76,7 @@ def main(argv=None) -> pd.DataFrame:
                 continue
             raise SystemExit(f"design {name}: {path} does not exist")
         designs[name] = path
-    if args.ideal_optics is not None and not args.ideal_optics.exists():
-        raise SystemExit(f"--ideal-optics {args.ideal_optics} does not exist")
+    require_existing(("--ideal-optics", args.ideal_optics))
     if not designs:
         raise SystemExit("no design was evaluated")
     result = evaluate_designs(cfg, designs, split=args.split, seed=args.seed, evals=args.evals,

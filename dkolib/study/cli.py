@@ -45,6 +45,14 @@ def parse_designs(items: Sequence[str], reserved: Sequence[str] = (), must_exist
     return out
 
 
+def require_existing(*flags: tuple[str, Path | None], hint: str = "") -> None:
+    """Exit with ``<flag> <path> does not exist<hint>`` at the first ``(flag, path)`` whose path is
+    missing; a path of None (an optional argument not given) is skipped."""
+    for flag, path in flags:
+        if path is not None and not Path(path).exists():
+            raise SystemExit(f"{flag} {path} does not exist{hint}")
+
+
 def add_validation_study_args(ap, stem: str) -> None:
     """The arguments every study that reads designs on a split shares: ``--split``, ``--max-items``,
     ``--seed`` (sensor noise), ``--threads``, ``--work``/``--out`` (defaults under
@@ -67,6 +75,5 @@ def load_validation_study(args):
 
     cfg = load_config(args.profile, parse_overrides(args.overrides))
     set_threads(args.threads or cfg.threads)
-    if not args.stage1.exists():
-        raise SystemExit(f"--stage1 {args.stage1} does not exist (run stage 1 first: snakemake {args.stage1})")
+    require_existing(("--stage1", args.stage1), hint=f" (run stage 1 first: snakemake {args.stage1})")
     return cfg, ProfilePaths(cfg.profile)
