@@ -32,7 +32,8 @@ FIG = f"figures/{PROFILE}"
 BENCH = f"{R}/benchmarks"
 T = CFG.threads
 NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
-             "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics", "09_resnet18_example"]
+             "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics", "09_resnet18_example",
+             "10_whole_sensor"]
 SPLITS = ["train", "val", "test"]
 
 
@@ -78,6 +79,7 @@ rule all:
         f"{R}/dko/operating_point.csv",
         f"{R}/layout/summary.csv",
         f"{R}/tolerances.csv",
+        f"{R}/sensor/sensor_eval.csv",
         f"{R}/equal_budget.csv",
         "results/costs.csv",
         "results/benchmarks/psf_engines.csv",
@@ -86,7 +88,7 @@ rule all:
 
 
 # Everything but the equal-budget study, the run's longest part: stage 1, DKO, its fine-tunes,
-# E2E, the physical evaluation, the stage-2 studies, the tolerance study and the layout.
+# E2E, the physical evaluation, the stage-2 studies, the tolerance study, the sensor study and the layout.
 rule main_chain:
     input:
         # as in `all`: the uncommitted dataset cache makes a fresh clone recompute the chain
@@ -96,6 +98,7 @@ rule main_chain:
         f"{R}/dko/operating_point.csv",
         f"{R}/layout/summary.csv",
         f"{R}/tolerances.csv",
+        f"{R}/sensor/sensor_eval.csv",
 
 
 # ---------------------------------------------------------------- optics inputs
@@ -367,6 +370,37 @@ rule tolerances:
         "--out {output}"
 
 
+rule sensor_study:
+    # every design read on the whole sensor: halo, crosstalk, noise on the sum (dkolib.optics.sensor), and
+    # the DKO and E2E back ends fine-tuned on noisy whole-sensor images
+    params:
+        config=cfg_hash(*OPT, "sensor"),
+    input:
+        stage1=f"{R}/stage1/model.pt",
+        dko=f"{R}/dko/model.pt",
+        dko_ft=f"{R}/dko_finetune/model.pt",
+        dko_ft_psf=f"{R}/dko_finetune_psf/model.pt",
+        dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
+        e2e=f"{R}/e2e/model.pt",
+    output:
+        light=f"{R}/sensor/light_budget.csv",
+        table=f"{R}/sensor/sensor_eval.csv",
+        cost=f"{R}/sensor/cost.csv",
+        frame=f"{FIG}/sensor_frame.png",
+        dko_finetune=f"{R}/dko_finetune_sensor/model.pt",
+        e2e_finetune=f"{R}/e2e_finetune_sensor/model.pt",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/sensor_study.tsv"
+    shell:
+        f"python scripts/sensor_study.py --profile {PROFILE} --stage1 {{input.stage1}} --threads {{threads}} "
+        "--no-progress --design dko={input.dko} dko_finetune={input.dko_ft} dko_finetune_psf={input.dko_ft_psf} "
+        "dko_finetune_noise={input.dko_ft_noise} e2e={input.e2e} "
+        f"--finetune dko={R}/dko_finetune_sensor e2e={R}/e2e_finetune_sensor"
+
+
 rule layout:
     # the mask of the DKO design's first two metasurfaces (GDSII) and the cost of the whole array's;
     # the GDS and radii are regenerated, only summary.csv is committed
@@ -403,6 +437,7 @@ NB_INPUTS = {
     "07_tolerances": [f"{R}/tolerances.csv"],
     "08_your_own_optics": [],
     "09_resnet18_example": [],  # makes its own data; its optics are the profile's (default: OpticalConv2d's own)
+    "10_whole_sensor": [f"{R}/sensor/sensor_eval.csv", f"{R}/sensor/light_budget.csv", f"{R}/sensor/cost.csv"],
 }
 
 
@@ -449,6 +484,7 @@ rule readme_results:
         f"{R}/dko/operating_point.csv",
         f"{R}/tolerances.csv",
         f"{R}/layout/summary.csv",
+        f"{R}/sensor/sensor_eval.csv",
         f"{R}/equal_budget_summary.csv",
         f"{R}/time_to_accuracy.csv",
         "results/costs.csv",

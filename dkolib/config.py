@@ -227,6 +227,30 @@ class ToleranceConfig:
 
 
 @dataclass(frozen=True)
+class SensorConfig:
+    """The whole sensor under the array (:mod:`dkolib.optics.sensor`, ``scripts/sensor_study.py``), SI units."""
+
+    gap_m: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    """Least gap between neighbouring apertures; the array pitch is rounded up to whole pixels."""
+    baffle_wall_m: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    """Height of opaque walls between apertures (0: none), modelled as an angular cut-off."""
+    oversample: float = field(default=1.0, metadata=_range(1.0, 8.0))
+    """Output-grid samples per Nyquist sample of the halo's fine-grid propagation."""
+    eval_items: int = field(default=48, metadata=_range(0, 10_000_000))
+    """Test images per whole-sensor evaluation; 0 = the whole split."""
+    study_gaps_m: tuple = (0.0,)
+    """Gaps the sensor study tries on the DKO design (besides ``gap_m``)."""
+    study_baffle_walls_m: tuple = ()
+    """Baffle heights the sensor study tries on the DKO design."""
+
+    def __post_init__(self):
+        for name in ("study_gaps_m", "study_baffle_walls_m"):
+            for v in getattr(self, name):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                    raise ConfigError(f"config key 'sensor.{name}' must list lengths in metres in [0, 1], got {v!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = field(default="default", metadata=_range(choices=PROFILES))
     seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
@@ -240,6 +264,7 @@ class Config:
     e2e: E2EConfig = E2EConfig()
     budget: BudgetConfig = BudgetConfig()
     tolerances: ToleranceConfig = ToleranceConfig()
+    sensor: SensorConfig = SensorConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -253,3 +253,33 @@ def plot_operating_point(table: pd.DataFrame, metric: str = "abs_rel"):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_sensor_frame(canvas: np.ndarray, extent_mm: tuple[float, float, float, float], title: str = ""):
+    """A whole-sensor image (log scale: the halo and the crosstalk are orders below the images)."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    floor = max(float(canvas.max()) * 1e-4, 1e-12)
+    im = ax.imshow(np.log10(np.maximum(canvas, floor)), extent=extent_mm, cmap="magma", origin="lower")
+    ax.set_xlabel("sensor x (mm)")
+    ax.set_ylabel("sensor y (mm)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="log10 signal (1 = white scene through a lossless lens)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_light_budget(light: pd.DataFrame, columns=("kernel", "render_window", "own_region", "neighbours",
+                                                      "beyond_window")):
+    """Mean fraction of each metasurface's incident light per destination, by design and wavelength."""
+    mean = light.groupby(["design", "wavelength_nm"])[list(columns)].mean()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    labels = [f"{d}\n{w:g} nm" for d, w in mean.index]
+    x = np.arange(len(mean))
+    width = 0.8 / len(columns)
+    for j, c in enumerate(columns):
+        ax.bar(x + (j - (len(columns) - 1) / 2) * width, mean[c].to_numpy(), width, label=c.replace("_", " "))
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("fraction of the light on the aperture")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    return fig

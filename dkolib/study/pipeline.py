@@ -81,18 +81,23 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
     return frame
 
 
-def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True, mode: str = "crop"):
+def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True, mode: str = "crop",
+                 sensor: tuple | None = None):
     """Fine-tune the DKO hybrid's back end (optics frozen); the budget continues stage 1 + 2.
 
     ``mode`` is the front end the back end learns to read: ``'crop'`` (the paper's idealised
-    k x k kernel) or ``'full_psf'`` / ``'full_psf_noise'`` (the sensor image rendered with
-    the whole PSF window, with noise), i.e. what the camera actually delivers. The saved
-    model is the same kind of hybrid in every case; evaluation picks the mode.
+    k x k kernel), ``'full_psf'`` / ``'full_psf_noise'`` (the sensor image rendered with
+    the whole PSF window, with noise) or ``'sensor'`` / ``'sensor_noise'`` (the whole sensor,
+    :mod:`dkolib.dko.sensor_eval`; ``sensor = (psfs, geometry)``). The saved model is the same
+    kind of hybrid in every case; evaluation picks the mode.
     """
     from ..dko.evaluation import EVAL_MODES, front_end_mode
+    from ..dko.sensor_eval import SENSOR_MODES, sensor_front_end_mode
 
-    if mode not in EVAL_MODES:
-        raise ValueError(f"fine-tune mode must be one of {EVAL_MODES}, got {mode!r}")
+    if mode not in EVAL_MODES + SENSOR_MODES:
+        raise ValueError(f"fine-tune mode must be one of {EVAL_MODES + SENSOR_MODES}, got {mode!r}")
+    if (mode in SENSOR_MODES) != (sensor is not None):
+        raise ValueError("the whole-sensor modes need sensor=(psfs, geometry), and only they take it")
     hybrid = load_design(dko_model_path, cfg)
     budget = BudgetMeter()
     stored = load_torch(dko_model_path, map_location="cpu").get("budget")
@@ -105,6 +110,10 @@ def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: boo
 
     if mode == "crop":
         return tune(hybrid)
+    if sensor is not None:
+        with sensor_front_end_mode(hybrid, *sensor, mode=mode):
+            tune(hybrid)
+        return hybrid
     with front_end_mode(hybrid, mode):  # the back end is shared, so it keeps what it learns
         tune(hybrid)
     return hybrid
