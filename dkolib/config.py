@@ -240,8 +240,8 @@ class SensorConfig:
     """Test images per whole-sensor evaluation; 0 = the whole split."""
     study_gaps_m: tuple = (0.0,)
     """Gaps the sensor study tries on the DKO design (besides ``gap_m``)."""
-    study_baffle_walls_m: tuple = ()
-    """Baffle heights the sensor study tries on the DKO design."""
+    study_baffle_walls_m: tuple = field(default=(), metadata={"may_be_empty": True})
+    """Baffle heights the sensor study tries on the DKO design (may be empty: no baffle)."""
 
     def __post_init__(self):
         for name in ("study_gaps_m", "study_baffle_walls_m"):
@@ -310,7 +310,9 @@ def _coerce(key: str, value: Any, typ: Any, meta: Mapping) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
     elif typ is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) == 0:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        if len(value) == 0 and not meta.get("may_be_empty"):
             raise ConfigError(f"config key '{key}' must be a non-empty list, got {value!r}")
         value = tuple(value)
     lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")

@@ -47,6 +47,20 @@ def test_profiles_load(profile):
     assert cfg.optics.n_cells % 2 == 1
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_round_trip_through_a_plain_dict(profile):
+    # worker processes and checkpoints rebuild the config from asdict(); an empty list that a
+    # profile leaves at its default (no baffle heights) must survive that
+    from dataclasses import asdict
+
+    from dkolib.config import from_dict
+
+    cfg = load_config(profile)
+    assert from_dict(asdict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="sensor.study_gaps_m"):
+        from_dict({**asdict(cfg), "sensor": {**asdict(cfg.sensor), "study_gaps_m": []}})
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="optics.n_cell'"):
         load_config("smoke", {"optics.n_cell": 129})
