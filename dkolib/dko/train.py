@@ -7,8 +7,11 @@ the optics-only E2E baseline distils the frozen teacher's disparities
 
 Loop
 ----
-:func:`train_loop` runs AdamW with a step learning-rate decay (x0.1 after 75 %
-of the steps, as Monodepth2 after 15 of 20 epochs), shows tqdm progress, logs
+:func:`train_loop` runs AdamW, by default with a step learning-rate decay (x0.1
+after 75 % of the steps, as Monodepth2 after 15 of 20 epochs; E2E and the
+fine-tunes use it). Stage 1 runs at a constant rate and stops on its validation
+plateau (``stage1.plateau_patience``), so its end point does not depend on a
+step count fixed in advance. The loop shows tqdm progress, logs
 ``step, wall_s, cpu_s, flops, loss, lr`` every step plus ``val_<metric>``
 columns at evaluation steps to an atomically rewritten CSV, and writes an
 atomic checkpoint (model, optimizer, scheduler, sampler and RNG states, step,

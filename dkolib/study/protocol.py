@@ -13,7 +13,8 @@ Protocol (revised once: the first version's budget unit was 5 % of a trained sta
 compared networks that had barely started to learn; the unit is now the main chain's DKO run)
 ----------------------------------------------------------------------------------------------
 Methods
-  * ``electronic``  -- the stage-1 network alone (no optics): the upper bound.
+  * ``electronic``  -- the stage-1 network alone (no optics): the reference a hybrid is measured against
+    (not a strict bound: stage 1 stops on its validation plateau, and a fine-tuned hybrid can beat it).
   * ``dko``         -- stage 1, then stage 2 (metasurface synthesis, :func:`dkolib.dko.synthesis.synthesize`)
     and the closed-form gain of ``optics.gain``'s model (per metasurface or per output channel).
   * ``dko_ft``      -- ``dko`` plus a fixed-length fine-tune of the electronic back end with the
