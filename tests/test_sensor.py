@@ -276,3 +276,21 @@ def test_readme_sensor_section_reports_the_dropped_light(tmp_path):
     # own region 0.4 / 0.6 of which the render window holds 0.2 / 0.3: half is dropped; neighbours 0.15
     assert "drop 0.5 of the light" in text and "0.15 of its light lands where its neighbours" in text
     assert "| dko | 0.3 | 0.4 | 0.5 |" in text and "first 48 test images" in text
+
+
+def test_readme_sensor_sentences_follow_hand_tables():
+    """The generated sentences name exactly the designs worse than the constant predictor, and the
+    setting that helps most, on tables made by hand."""
+    import pandas as pd
+
+    from dkolib.study.readme_sensor import below_constant_sentence, setting_sentence
+
+    piv = pd.DataFrame({"design": ["dko", "dko_finetune_sensor", "e2e"], "sensor_noise": [1.8, 0.33, 0.6]})
+    text = below_constant_sentence(piv, 0.5)
+    assert "`dko`" in text and "`e2e`" in text and "dko_finetune_sensor`," not in text
+    assert "`dko_finetune_sensor`" not in text.split("worse than")[0]
+    assert "better than the constant" in below_constant_sentence(piv, 2.0)
+    vpiv = pd.DataFrame({"sensor_noise": [1.8, 1.3, 1.7], "light in neighbours' regions": [0.10, 0.02, 0.09]},
+                        index=["gap 0 um", "gap 320 um", "gap 0 um, walls 2.51 mm"])
+    text = setting_sentence(vpiv)
+    assert "gap 320 um" in text and "from 1.8 to 1.3" in text and "0.02 of its light" in text

@@ -24,6 +24,7 @@ import torch
 
 from ..dko.evaluation import _evaluate, evaluate_design, find_frontend, load_design
 from ..dko.sensor_eval import SENSOR_MODES, baffle_sin_of, geometry_for, sensor_model, sensor_psfs_for
+from ..io import load_torch, save_torch
 from ..optics.sensor import light_budget, sensor_image
 from .paths import ProfilePaths
 
@@ -40,18 +41,20 @@ def _digest(model, geometry, baffle_sin, oversample, cell_model) -> str:
 
 
 def cached_sensor_psfs(model, cfg, geometry, baffle_sin, cache_dir: Path, progress: bool = True):
-    """``(psfs, seconds)``: the design's whole-sensor PSFs, from the cache when present (seconds NaN then)."""
+    """``(psfs, seconds)``: the design's whole-sensor PSFs and the seconds they took when computed
+    (kept in the cache with them; NaN for a cache written without them)."""
     key = _digest(model, geometry, baffle_sin, cfg.sensor.oversample, cfg.optics.cell_model)
     path = Path(cache_dir) / f"psfs_{key}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True), float("nan")
+        stored = load_torch(path)
+        if isinstance(stored, dict):
+            return stored["psfs"], float(stored["seconds"])
+        return stored, float("nan")
     t0 = time.perf_counter()
     psfs = sensor_psfs_for(model, cfg.optics, geometry, baffle_sin, cfg.sensor.oversample, progress=progress)
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(psfs, tmp)
-    tmp.replace(path)
+    save_torch({"psfs": psfs, "seconds": torch.tensor(seconds, dtype=torch.float64)}, path)
     return psfs, seconds
 
 
