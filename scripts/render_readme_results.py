@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Regenerate the README's results section from ``results/``.
+"""Regenerate the README's generated sections (claims table, results) from ``results/``.
 
     python scripts/render_readme_results.py --profile default \
         --out results/default/readme_results.md --readme README.md
 
-Writes the section to ``--out`` and, with ``--readme``, splices it between the
-README's ``<!-- results:start -->`` / ``<!-- results:end -->`` markers.
+Writes the claims table (``dkolib.study.readme_claims``) and the results section to
+``--out`` and, with ``--readme``, splices them between the README's
+``<!-- claims:start -->`` / ``<!-- claims:end -->`` markers (after the quick start) and its
+``<!-- results:start -->`` / ``<!-- results:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.io import atomic_path  # noqa: E402
+from dkolib.study.readme_claims import claims_table, splice_claims  # noqa: E402
 from dkolib.study.readme_results import render, splice  # noqa: E402
 
 
@@ -27,11 +30,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--readme", type=Path, default=None)
     args = ap.parse_args(argv)
-    section = render(args.profile)
+    claims, section = claims_table(args.profile), render(args.profile)
     with atomic_path(args.out) as tmp:
-        tmp.write_text(section)
+        tmp.write_text(claims + "\n" + section)
     if args.readme is not None:
-        text = splice(args.readme.read_text(), section)
+        text = splice_claims(splice(args.readme.read_text(), section), claims)
         with atomic_path(args.readme) as tmp:
             tmp.write_text(text)
     print(f"wrote {args.out}")

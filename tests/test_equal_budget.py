@@ -273,9 +273,14 @@ def test_summary_mean_std_and_catch_up():
     row = summ[(summ["method"] == "dko") & (summ["budget_fraction"] == 0.5)].iloc[0]
     assert row["abs_rel_mean"] == pytest.approx(g.mean()) and row["abs_rel_std"] == pytest.approx(g.std(ddof=1))
     cu = stats.catch_up(summ)
-    assert len(cu) == 1 and cu.iloc[0]["first_fraction_mean"] == 1.0
+    assert len(cu) == 1 and cu.iloc[0]["first_fraction_mean"] == 1.0 and cu.iloc[0]["first_fraction_ci"] == 1.0
     never = stats.catch_up(stats.summarize(_fake_table(range(3)), n_boot=200))
-    assert np.isnan(never.iloc[0]["first_fraction_mean"])
+    assert np.isnan(never.iloc[0]["first_fraction_mean"]) and np.isnan(never.iloc[0]["first_fraction_ci"])
+    # level with DKO at 0.5x only, DKO 2x better again at 1x: no catch-up, since it does not hold from 0.5x on
+    early = _fake_table(range(3), e2e_scale=2.0)
+    early.loc[(early["method"] == "e2e_scratch") & (early["budget_fraction"] == 0.5), "abs_rel"] = 0.1
+    only_early = stats.catch_up(stats.summarize(early, n_boot=200)).iloc[0]
+    assert np.isnan(only_early["first_fraction_mean"]) and np.isnan(only_early["first_fraction_ci"])
 
 
 def test_ratio_missing_where_dko_has_no_point():

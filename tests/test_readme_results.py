@@ -57,7 +57,7 @@ def test_render_reads_tables_from_a_results_tree(tmp_path):
 
 
 def test_whole_run_ratios_by_hand():
-    from dkolib.study.readme_results import whole_run_ratios
+    from dkolib.study.readme_claims import whole_run_ratios
 
     costs = pd.DataFrame({"method": ["dko_stage2", "e2e_step", "stage1_step"], "size": ["paper"] * 3,
                           "seconds_per_iter": [2.0, 3.0, 1.0]})
@@ -67,6 +67,7 @@ def test_whole_run_ratios_by_hand():
 
 
 def test_catch_up_sentence_reads_the_catchup_table():
+    # fractions as stats.catch_up defines them: from there on, at every larger budget of the ladder
     catchup = pd.DataFrame([
         {"method": "e2e_scratch", "engine": "fast", "eval": "crop", "budget_axis": "flops",
          "first_fraction_mean": float("nan"), "first_fraction_ci": 2.0, "ratio_at_largest": 1.109},
@@ -74,11 +75,15 @@ def test_catch_up_sentence_reads_the_catchup_table():
          "first_fraction_mean": 2.0, "first_fraction_ci": 2.0, "ratio_at_largest": 0.894},
         {"method": "e2e_scratch", "engine": "reference", "eval": "full_psf", "budget_axis": "flops",
          "first_fraction_mean": 0.5, "first_fraction_ci": 0.5, "ratio_at_largest": 0.5},
+        {"method": "e2e_scratch", "engine": "slow", "eval": "crop", "budget_axis": "flops",
+         "first_fraction_mean": float("nan"), "first_fraction_ci": float("nan"), "ratio_at_largest": 1.2},
     ])
     text = verdicts(_summary(2.0, 1.5, 2.5), {}, catchup=catchup)
-    assert ("fast engine (flops): its mean stays above DKO's, DKO is no longer significantly better from 2x "
-            "(ratio 1.11 at the largest budget)") in text
-    assert "reference engine (flops): its mean reaches DKO's at 2x" in text
+    assert ("fast engine (flops): its mean is still above DKO's at the largest budget, DKO is no longer "
+            "significantly better from 2x on (ratio 1.11 at the largest budget)") in text
+    assert "reference engine (flops): its mean is at or below DKO's from 2x on" in text
+    assert ("slow engine (flops): not within the ladder: at its largest budget E2E's AbsRel is still 1.20x DKO's, "
+            "DKO significantly better") in text
     assert "0.5x" not in text  # the full-PSF row is not part of the idealised comparison
 
 

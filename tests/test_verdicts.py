@@ -48,14 +48,14 @@ def test_claim_holds_when_dko_is_3x_better_everywhere():
     text = _claim(_runs(lambda f, m: 3.0))
     assert "the claim holds at every compared budget on every metric" in text
     assert "The metrics agree at every budget point." in text
-    assert "fails" not in text and "only" not in text
+    assert "not reached" not in text and "only" not in text
 
 
 def test_claim_fails_when_e2e_is_better():
     text = _claim(_runs(lambda f, m: 0.5))
-    assert "the claim fails" in text and "E2E more accurate at 9 of 9 metric-budget pairs" in text
+    assert "the claimed size is not reached" in text and "E2E more accurate at 9 of 9 metric-budget pairs" in text
     text = _claim(_runs(lambda f, m: 1.5))  # DKO better, but by 1.5x: still not the claim
-    assert "the claim fails" in text and "DKO better by less than 2x at 9 of 9" in text
+    assert "the claimed size is not reached" in text and "DKO better by less than 2x at 9 of 9" in text
 
 
 def test_claim_holds_only_in_a_named_regime():
@@ -91,7 +91,7 @@ def test_verdicts_flip_with_the_tables_and_cover_the_noisy_evaluation():
     assert "Idealised crop evaluation, checked on AbsRel, delta < 1.25, RMSE" in good
     assert "Full-PSF evaluation with sensor noise, checked on" in good
     assert good.count("the claim holds at every compared budget") == 2
-    assert bad.count("the claim fails") == 2 and "holds at every" not in bad
+    assert bad.count("the claimed size is not reached") == 2 and "holds at every" not in bad
 
 
 def test_claim_from_the_summary_alone_uses_absrel():
@@ -103,7 +103,7 @@ def test_claim_from_the_summary_alone_uses_absrel():
     text = verdicts(pd.DataFrame(rows), {})
     assert "checked on AbsRel (1 budget point): the claim holds at every compared budget" in text
     rows[1].update(ratio_vs_dko=1.2, ratio_ci_lo=1.1, ratio_ci_hi=1.3)
-    assert "the claim fails" in verdicts(pd.DataFrame(rows), {})
+    assert "the claimed size is not reached" in verdicts(pd.DataFrame(rows), {})
 
 
 @pytest.mark.parametrize("ratios,expected", [

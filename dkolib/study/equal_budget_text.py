@@ -54,7 +54,7 @@ def _setting(engine: str, axis: str) -> str:
     return f"{engine} engine, {AXIS_NAMES.get(axis, axis)}"
 
 
-def _need_text(row) -> str:
+def need_text(row) -> str:
     """``1x C_ref (95 % CI 0.5-1x, 3 seeds)``, ``never within 2x (0 of 3 seeds)`` and the like."""
     n, reached, top = int(row["n_seeds"]), int(row["n_reached"]), _x(row["max_fraction"])
     if not math.isfinite(row["budget_needed"]):
@@ -94,10 +94,10 @@ def tta_sentence(tta: pd.DataFrame | None, eval_mode: str = "crop", metric: str 
         ref = g.iloc[0]
         order = [m for m in METHOD_NAMES if m in set(g["method"]) and m != "electronic"]
         rows = g.set_index("method")
-        said = ", ".join(f"{METHOD_NAMES[m]} {'needs ' if i == 0 else ''}{_need_text(rows.loc[m])}"
+        said = ", ".join(f"{METHOD_NAMES[m]} {'needs ' if i == 0 else ''}{need_text(rows.loc[m])}"
                          for i, m in enumerate(order))
         if "electronic" in rows.index:
-            said += f"; the electronic network itself {_need_text(rows.loc['electronic'])}"
+            said += f"; the electronic network itself {need_text(rows.loc['electronic'])}"
         parts.append(f"{_setting(engine, axis)} ({name} {rel} {_n(ref['threshold'])}, i.e. {target:g}x the "
                      f"electronic network's {_n(ref['reference_value'])} at 1x C_ref): {said}")
         firsts.append(_first(g, "dko", "e2e_scratch"))
@@ -127,7 +127,7 @@ def claim_sentence(ratios: pd.DataFrame | None, eval_mode: str = "crop", factor:
 
     ``ratios``: :func:`~dkolib.study.stats.error_ratios` rows (``verdict`` per metric and budget
     point). The claim holds at a point if E2E's error / DKO's has a 95 % interval above 1 that
-    reaches ``factor``. Verdict: holds (every point, every metric), fails (no point on any metric),
+    reaches ``factor``. Verdict: holds (every point, every metric), size not reached (no point on any metric),
     or holds only at the named points; then where the metrics disagree.
     """
     if ratios is None or not len(ratios):
@@ -148,8 +148,9 @@ def claim_sentence(ratios: pd.DataFrame | None, eval_mode: str = "crop", factor:
     if len(holds) == len(d):
         text = head + "the claim holds at every compared budget on every metric."
     elif not len(holds):
-        text = head + (f"the claim fails: at no budget does any metric show E2E's error {factor:g}x DKO's "
-                       f"with DKO significantly better ({other} of {len(d)} metric-budget pairs).")
+        text = head + (f"the claimed size is not reached: at no budget does any metric show E2E's error "
+                       f"{factor:g}x DKO's with DKO significantly better ({other} of {len(d)} metric-budget pairs; "
+                       "the table at the top grades the direction).")
     else:
         per_metric = []
         for m in metrics:

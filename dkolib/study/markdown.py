@@ -37,3 +37,12 @@ def _table(frame: pd.DataFrame) -> str:
 def _renamed(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
     """The columns of ``columns`` that ``frame`` has, in that order, renamed to its values."""
     return frame[[c for c in columns if c in frame]].rename(columns=columns)
+
+
+def splice_between(text: str, section: str, start: str, end: str) -> str:
+    """Replace what lies between the markers ``start`` and ``end`` of ``text`` with ``section``."""
+    if start not in text or end not in text:
+        raise ValueError(f"README has no '{start}' ... '{end}' markers to hold the section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{section.strip()}\n{end}{tail}"

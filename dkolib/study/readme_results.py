@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .markdown import _fmt, _read, _renamed, _table
+from .markdown import _fmt, _read, _renamed, _table, splice_between
 from .paths import ProfilePaths
 from .readme_bench import scaling_section
+from .readme_claims import paper_run_ratios
 from .readme_fab import as_fabricated_section, cell_pitch_section, optics_aware_section
 from .readme_sensor import sensor_section
+from .stats import catch_up
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -461,18 +463,6 @@ def equal_budget_tables(paths: ProfilePaths, n_boot: int = 2000) -> tuple[pd.Dat
     return tta, ratios
 
 
-def whole_run_ratios(costs: pd.DataFrame, stage1_steps: int, dko_steps: int, e2e_steps: int) -> dict:
-    """E2E / DKO cost of whole runs at the paper's size from per-iteration seconds.
-
-    Returns ``{"without_stage1": E2E / stage 2, "with_stage1": E2E / (stage 1 + stage 2)}``.
-    """
-    c = costs[costs["size"] == "paper"].set_index("method")["seconds_per_iter"]
-    e2e = e2e_steps * c["e2e_step"]
-    stage2 = dko_steps * c["dko_stage2"]
-    stage1 = stage1_steps * c["stage1_step"]
-    return {"without_stage1": e2e / stage2, "with_stage1": e2e / (stage1 + stage2)}
-
-
 def _ratio_parts(summary: pd.DataFrame, eval_mode: str, verdict: bool = True) -> list[str]:
     """E2E-from-scratch / DKO AbsRel at the reference budget, one phrase per (engine, axis)."""
     ref = summary[(summary["eval"] == eval_mode) & (summary["method"] == "e2e_scratch")
@@ -496,19 +486,23 @@ def _ratio_parts(summary: pd.DataFrame, eval_mode: str, verdict: bool = True) ->
 
 
 def _catchup_parts(catchup: pd.DataFrame | None) -> list[str]:
-    """Where E2E from scratch catches up with DKO (idealised evaluation), per (engine, axis)."""
+    """From which budget on E2E from scratch stays level with DKO (:func:`~dkolib.study.stats.catch_up`: at
+    that budget and every larger one of the ladder), per (engine, axis); idealised evaluation."""
     if catchup is None or not len(catchup):
         return []
     rows = catchup[(catchup["method"] == "e2e_scratch") & (catchup["eval"] == "crop")]
     parts = []
     for _, r in rows.sort_values(["engine", "budget_axis"]).iterrows():
-        mean, ci = r["first_fraction_mean"], r["first_fraction_ci"]
-        text = (f"its mean reaches DKO's at {_fmt(mean)}x" if math.isfinite(mean)
-                else "its mean stays above DKO's") + (
-            f", DKO is no longer significantly better from {_fmt(ci)}x" if math.isfinite(ci)
-            else ", DKO stays significantly better")
-        parts.append(f"{r['engine']} engine ({r['budget_axis']}): {text} "
-                     f"(ratio {r['ratio_at_largest']:.2f} at the largest budget)")
+        mean, ci, last = r["first_fraction_mean"], r["first_fraction_ci"], r["ratio_at_largest"]
+        if not (math.isfinite(mean) or math.isfinite(ci)):
+            text = (f"not within the ladder: at its largest budget E2E's AbsRel is still {last:.2f}x DKO's, "
+                    "DKO significantly better")
+        else:
+            text = (f"its mean is at or below DKO's from {_fmt(mean)}x on" if math.isfinite(mean)
+                    else "its mean is still above DKO's at the largest budget") + (
+                f", DKO is no longer significantly better from {_fmt(ci)}x on" if math.isfinite(ci)
+                else ", DKO is still significantly better at the largest budget") + f" (ratio {last:.2f} at the largest budget)"
+        parts.append(f"{r['engine']} engine ({r['budget_axis']}): {text}")
     return parts
 
 
@@ -544,7 +538,8 @@ def verdicts(summary: pd.DataFrame | None, cost_ratios: dict, run_ratios: dict |
                          + "; ".join(physical) + ".")
         later = _catchup_parts(catchup)
         if later:
-            lines.append("Where E2E catches up, if it does (budgets as multiples of one DKO run): "
+            lines.append("Where E2E catches up for good, if it does (from that budget on, at every larger budget of the "
+                         "ladder; budgets as multiples of one DKO run): "
                          + "; ".join(later) + ".")
         lines.append("")
         stab = stability_sentence(summary)
@@ -569,13 +564,7 @@ def render(profile: str, root: Path | None = None) -> str:
     tta, ratios = equal_budget_tables(paths)
     eb_text, summary = equal_budget_section(paths, tta)
     cost_text, cost_ratios = cost_section(root)
-    run_ratios = None
-    costs = _read(root / "results" / "costs.csv")
-    if costs is not None and {"e2e_step", "dko_stage2", "stage1_step"} <= set(costs[costs["size"] == "paper"]["method"]):
-        from ..config import load_config
-
-        paper = load_config("paper")
-        run_ratios = whole_run_ratios(costs, paper.stage1.steps, paper.dko.steps, paper.e2e.steps)
+    run_ratios = paper_run_ratios(_read(root / "results" / "costs.csv"))
     parts = [f"## Results (`{profile}` profile, generated by `snakemake`)", "", "Every number below is read from "
              "`results/` by `dkolib/study/readme_results.py`.", "",
              dag_section(paths), optics_section(root), scaling_section(root), stage1_section(paths),
@@ -587,14 +576,10 @@ def render(profile: str, root: Path | None = None) -> str:
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
              _figure(paths, "accuracy_vs_flops", "accuracy vs FLOP budget", root),
              cost_text, verdicts(summary, cost_ratios, run_ratios,
-                                 _read(paths.results / "equal_budget_summary_catchup.csv"), tta, ratios)]
+                                 None if summary is None else catch_up(summary), tta, ratios)]
     return "\n".join(p for p in parts if p is not None)
 
 
 def splice(readme_text: str, section: str) -> str:
     """Replace what lies between the README's result markers with ``section``."""
-    if START not in readme_text or END not in readme_text:
-        raise ValueError(f"README has no '{START}' ... '{END}' markers to hold the results")
-    head, rest = readme_text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{section.strip()}\n{END}{tail}"
+    return splice_between(readme_text, section, START, END)

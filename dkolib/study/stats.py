@@ -3,11 +3,13 @@
 :func:`combine` merges the per-job tables (columns :data:`~dkolib.study.protocol.COLUMNS`);
 :func:`summarize` gives, per (method, engine, eval, budget axis, budget fraction), the seed
 count, mean and std of every metric and the AbsRel ratio to DKO with a paired bootstrap 95 %
-interval over seeds (:func:`bootstrap_ratio`); :func:`catch_up` reads off where each E2E
-method reaches DKO (budget fractions of ``C_ref``); :func:`error_ratios` gives the E2E / DKO
-error ratio on several metrics with the same interval, classified against the paper's
-"about 2x" claim (:func:`claim_class`); :func:`time_to_accuracy` reads off the budget each
-method needs to come within ``r`` x the electronic network's accuracy.
+interval over seeds (:func:`bootstrap_ratio`); :func:`catch_up` reads off from which budget
+on each E2E method stays level with DKO (budget fractions of ``C_ref``); :func:`error_ratios`
+gives the E2E / DKO error ratio on several metrics with the same interval, classified against
+the paper's "about 2x" claim (:func:`claim_class`); :func:`time_to_accuracy` reads off the
+budget each method needs to come within ``r`` x the electronic network's accuracy, and
+:func:`bootstrap_median_ratio` compares two methods' budgets seed by seed;
+:func:`spread_ratio` compares two methods' spread across seeds (the stability claim).
 
 With ``n`` seeds a bootstrap that resamples seeds with replacement can draw only
 ``C(2n - 1, n)`` distinct multisets (:func:`n_distinct_resamples`: 10 for 3 seeds), however
@@ -87,6 +89,22 @@ def bootstrap_ratio(num: dict, den: dict, n_boot: int = 2000, seed: int = 0) -> 
     return point, float(lo), float(hi), len(common)
 
 
+def spread_ratio(std_num: float, n_num: int, std_den: float, n_den: int,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Ratio of two independent samples' standard deviations ``std_num / std_den`` (ddof 1, over
+    ``n_num`` / ``n_den`` values, e.g. seeds) and its ``level`` interval from the F distribution:
+    for normal samples ``(s_num^2 / s_den^2) / (sigma_num^2 / sigma_den^2)`` follows
+    ``F(n_num - 1, n_den - 1)``. Returns ``(ratio, lo, hi)``; NaNs when a sample has fewer than
+    two values or a standard deviation is not positive (no spread to compare)."""
+    from scipy.stats import f as f_dist
+
+    if min(n_num, n_den) < 2 or not (std_num > 0 and std_den > 0):
+        return (math.nan,) * 3
+    q_lo, q_hi = f_dist.ppf([(1 - level) / 2, (1 + level) / 2], n_num - 1, n_den - 1)
+    r2 = (std_num / std_den) ** 2
+    return math.sqrt(r2), math.sqrt(r2 / q_hi), math.sqrt(r2 / q_lo)
+
+
 GROUP = ["method", "engine", "eval", "budget_axis", "budget_fraction"]
 
 
@@ -123,23 +141,40 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def catch_up(summary: pd.DataFrame, methods: Sequence[str] = ("e2e_scratch", "e2e_warm")) -> pd.DataFrame:
-    """Where (if ever) each E2E method catches up with DKO, per engine / eval / axis.
+def settled_from(fractions: Sequence[float], ok: Sequence[bool]) -> float:
+    """The smallest budget fraction from which on ``ok`` holds at every larger fraction of the ladder.
 
-    ``first_fraction_mean``: the smallest budget fraction at which the E2E mean AbsRel is at most
-    DKO's (ratio <= 1); ``first_fraction_ci``: the smallest at which the ratio's CI reaches 1
-    (not distinguishable from DKO). NaN = never within the ladder.
+    ``fractions``: the ladder, ascending; ``ok``: one bool per fraction. NaN when ``ok`` fails at
+    the largest fraction (or the ladder is empty). No fraction at or above the answer is one where
+    ``ok`` fails, so the answer cannot contradict any point of the ladder.
+    """
+    first = float("nan")
+    for f, k in zip(reversed(list(fractions)), reversed(list(ok))):
+        if not k:
+            break
+        first = float(f)
+    return first
+
+
+def catch_up(summary: pd.DataFrame, methods: Sequence[str] = ("e2e_scratch", "e2e_warm")) -> pd.DataFrame:
+    """Where (if ever) each E2E method catches up with DKO, per engine / eval / axis, for good.
+
+    Budget fractions are multiples of ``C_ref``. ``first_fraction_mean``: the smallest fraction
+    from which on, at every larger fraction of the ladder, the E2E mean AbsRel is at most DKO's
+    (ratio <= 1); ``first_fraction_ci``: the smallest from which on, at every larger fraction, DKO
+    is no longer significantly better (the ratio's 95 % CI reaches 1: ``ratio_ci_lo <= 1``).
+    NaN = not so at the largest fraction (for ``first_fraction_ci``: DKO still significantly
+    better there). Both are :func:`settled_from`, so neither names a fraction below one where
+    DKO is still ahead.
     """
     rows = []
     s = summary[summary["method"].isin(methods)]
     for key, g in s.groupby(["method", "engine", "eval", "budget_axis"], sort=True):
         g = g.dropna(subset=["ratio_vs_dko"]).sort_values("budget_fraction")
-        hit = g[g["ratio_vs_dko"] <= 1.0]
-        hit_ci = g[g["ratio_ci_lo"] <= 1.0]
         rows.append({**dict(zip(["method", "engine", "eval", "budget_axis"], key)),
                      "fractions_compared": ",".join(f"{f:g}" for f in g["budget_fraction"]),
-                     "first_fraction_mean": float(hit["budget_fraction"].iloc[0]) if len(hit) else float("nan"),
-                     "first_fraction_ci": float(hit_ci["budget_fraction"].iloc[0]) if len(hit_ci) else float("nan"),
+                     "first_fraction_mean": settled_from(g["budget_fraction"], g["ratio_vs_dko"] <= 1.0),
+                     "first_fraction_ci": settled_from(g["budget_fraction"], g["ratio_ci_lo"] <= 1.0),
                      "ratio_at_largest": float(g["ratio_vs_dko"].iloc[-1]) if len(g) else float("nan")})
     return pd.DataFrame(rows, columns=["method", "engine", "eval", "budget_axis", "fractions_compared",
                                        "first_fraction_mean", "first_fraction_ci", "ratio_at_largest"])
@@ -246,6 +281,32 @@ def bootstrap_median(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
     meds = np.median(x[idx], axis=1)
     lo, hi = np.quantile(meds, [0.025, 0.975], method="inverted_cdf")
+    return point, float(lo), float(hi)
+
+
+def bootstrap_median_ratio(num, den, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Ratio of medians ``median(num) / median(den)`` of paired samples (entry ``i`` of both from
+    the same seed; ``inf`` = never, as :func:`first_reached` writes it) and its 95 % percentile
+    bootstrap interval, resampling the pairs with replacement (the resamples of
+    :func:`bootstrap_median`). ``inf / x`` is ``inf``, ``x / inf`` is 0 and ``inf / inf`` (neither
+    gets there) counts as 1, a tie. Bounds are order statistics (no interpolation). Returns
+    ``(ratio, lo, hi)``; NaNs for no pairs."""
+    a, b = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples must be two 1-D arrays of the same length, got {a.shape}, {b.shape}")
+    if not len(a):
+        return (math.nan,) * 3
+
+    def ratio(x, y):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.isinf(x) & np.isinf(y), 1.0, np.asarray(x) / np.asarray(y))
+
+    point = float(ratio(np.median(a), np.median(b)))
+    if len(a) == 1:
+        return point, point, point
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    lo, hi = np.quantile(ratio(np.median(a[idx], axis=1), np.median(b[idx], axis=1)), [0.025, 0.975],
+                         method="inverted_cdf")
     return point, float(lo), float(hi)
 
 
