@@ -16,6 +16,7 @@ import pandas as pd
 from .markdown import _fmt, _read, _renamed, _table, splice_between
 from .paths import ProfilePaths
 from .readme_bench import scaling_section
+from .readme_budgets import e2e_budget_sentence
 from .readme_claims import paper_run_ratios
 from .readme_fab import as_fabricated_section, cell_pitch_section, optics_aware_section
 from .readme_sensor import sensor_section
@@ -248,7 +249,8 @@ def physical_section(paths: ProfilePaths) -> str:
             "noise: its back end's normalisation expects noise, so it is meant for that mode only). `ideal_optics` is the electronic network read "
             "through optics that deliver its exact kernels with all the light in the kernel window, under the "
             "same noise: the bound that the photon level sets on a design that keeps the electronic back "
-            "end.\n\n" + _table(pivot) + "\n\n" + physical_sentence(phys) + "\n")
+            "end.\n\n" + _table(pivot) + "\n\n" + physical_sentence(phys) + "\n\n"
+            + e2e_budget_sentence(paths) + "\n")
 
 
 def physical_sentence(phys: pd.DataFrame) -> str:
