@@ -238,6 +238,8 @@ class SensorConfig:
     """Output-grid samples per Nyquist sample of the halo's fine-grid propagation."""
     eval_items: int = field(default=48, metadata=_range(0, 10_000_000))
     """Test images per whole-sensor evaluation; 0 = the whole split."""
+    finetune_steps: int = field(default=200, metadata=_range(0, 10_000_000))
+    """Steps of the back-end fine-tunes on noisy whole-sensor images (DKO's and E2E's alike)."""
     study_gaps_m: tuple = (0.0,)
     """Gaps the sensor study tries on the DKO design (besides ``gap_m``)."""
     study_baffle_walls_m: tuple = field(default=(), metadata={"may_be_empty": True})

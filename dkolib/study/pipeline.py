@@ -82,14 +82,14 @@ def run_dko_stage2(cfg: Config, stage1_path: Path, out_dir: Path, engine: str | 
 
 
 def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: bool = True, mode: str = "crop",
-                 sensor: tuple | None = None):
+                 sensor: tuple | None = None, steps: int | None = None):
     """Fine-tune the DKO hybrid's back end (optics frozen); the budget continues stage 1 + 2.
 
     ``mode`` is the front end the back end learns to read: ``'crop'`` (the paper's idealised
     k x k kernel), ``'full_psf'`` / ``'full_psf_noise'`` (the sensor image rendered with
     the whole PSF window, with noise) or ``'sensor'`` / ``'sensor_noise'`` (the whole sensor,
     :mod:`dkolib.dko.sensor_eval`; ``sensor = (psfs, geometry)``). The saved model is the same
-    kind of hybrid in every case; evaluation picks the mode.
+    kind of hybrid in every case; evaluation picks the mode. ``steps``: default ``dko.finetune_steps``.
     """
     from ..dko.evaluation import EVAL_MODES, front_end_mode
     from ..dko.sensor_eval import SENSOR_MODES, sensor_front_end_mode
@@ -106,7 +106,7 @@ def finetune_dko(cfg: Config, dko_model_path: Path, out_dir: Path, progress: boo
 
     def tune(model):
         return run_finetune(model, cfg, out_dir, ProfilePaths(cfg.profile).data_cache, budget=budget,
-                            progress=progress)
+                            steps=steps, progress=progress)
 
     if mode == "crop":
         return tune(hybrid)

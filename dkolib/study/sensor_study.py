@@ -160,7 +160,8 @@ def run_sensor_study(cfg, designs: dict[str, Path], stage1: Path | None = None, 
                 from .pipeline import finetune_dko
 
                 tuned = finetune_dko(cfg, Path(path), Path(finetune_dirs[name]), progress=progress,
-                                     mode="sensor_noise", sensor=(psfs, geometry))
+                                     mode="sensor_noise", sensor=(psfs, geometry),
+                                     steps=cfg.sensor.finetune_steps)
                 tuned_name = f"{name}_finetune_sensor"
                 base_t = evaluate_design(tuned, dataset, cfg, evals=("full_psf_noise",), seed=seed,
                                          design=tuned_name, max_items=items)
