@@ -135,7 +135,7 @@ def sensor_section(paths: ProfilePaths) -> str:
               "(`full_psf_noise`: today's single-window rendering; `sensor`: the whole sensor; "
               "`sensor_noise`: plus shot and read noise drawn on the summed sensor). The gains are the "
               "designs' own, unchanged; `*_finetune_sensor` are back ends fine-tuned on noisy whole-sensor "
-              "images, the optics frozen. Ideal optics has no halo, so its `full_psf_noise` is also its "
+              f"images, the optics frozen ({cfg.sensor.finetune_steps} steps each, `sensor.finetune_steps`). Ideal optics has no halo, so its `full_psf_noise` is also its "
               "whole-sensor value." + refs, "", _table(piv), "", sensor_sentence(piv), "",
               below_constant_sentence(piv, constant), ""]
     variants = table[(table["design"] == "dko") & table["gap_m"].notna()].copy()
