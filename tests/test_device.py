@@ -14,7 +14,10 @@ def test_cpu_device_resolves():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="device=cpu"):
+    # an input error (one line and exit 2 from the scripts, via run_cli), not a traceback
+    from dkolib.errors import InputError
+
+    with pytest.raises(InputError, match="device=cpu"):
         resolve_device(load_config("smoke", {"device": "cuda"}))
 
 

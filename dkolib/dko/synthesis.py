@@ -272,6 +272,8 @@ def synthesize(weight: torch.Tensor, optics_cfg, dko_cfg, atom=None, engine: str
             total.backward()
             opt.step()
             _project_blocks(array, block)
+            if p.is_cuda:  # the step's kernels are only queued: wait for them before the clocks are read
+                torch.cuda.synchronize(p.device)
         if budget is not None and flops is not None:
             budget.add_flops(flops, "optics")
         elapsed += time.perf_counter() - t0

@@ -51,6 +51,7 @@ from tqdm import tqdm
 from .budget import BudgetMeter
 from ..config import Config
 from .frontend import OpticalFrontEnd, find_frontend, make_hybrid, unit_gain
+from ..errors import InputError
 from ..io import load_torch, save_torch, seed_everything, set_threads, write_csv
 from ..depth.losses import disparity_distillation_loss, make_depth_loss
 from ..depth.network import DepthNet
@@ -95,7 +96,7 @@ def model_device(model: nn.Module) -> torch.device:
 def resolve_device(cfg: Config) -> torch.device:
     """``cfg.device`` as a torch device; a clear error where CUDA is asked for but absent."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device 'cuda' but torch sees no CUDA GPU: run with --set device=cpu "
+        raise InputError("config device 'cuda' but torch sees no CUDA GPU: run with --set device=cpu "
                            "(slow at paper sizes) or on a machine with a GPU and a CUDA build of torch")
     return torch.device(cfg.device)
 
