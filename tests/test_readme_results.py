@@ -42,8 +42,8 @@ def test_accuracy_verdict_follows_the_interval(ratio, lo, hi, expected):
 
 
 def test_stability_verdict_names_the_smaller_spread():
-    assert "DKO is the more stable" in verdicts(_summary(2.0, 1.5, 2.5, std_dko=0.01, std_e2e=0.05), {})
-    assert "E2E is the more stable" in verdicts(_summary(2.0, 1.5, 2.5, std_dko=0.09, std_e2e=0.05), {})
+    assert "DKO has the smaller spread" in verdicts(_summary(2.0, 1.5, 2.5, std_dko=0.01, std_e2e=0.05), {})
+    assert "E2E has the smaller spread" in verdicts(_summary(2.0, 1.5, 2.5, std_dko=0.09, std_e2e=0.05), {})
 
 
 def test_render_reads_tables_from_a_results_tree(tmp_path):

@@ -142,7 +142,12 @@ def test_stability_compares_only_budgets_both_methods_have():
     summary = pd.DataFrame([row("e2e_scratch", 0.25, 0.9), row("e2e_scratch", 1.0, 0.01), row("dko", 1.0, 0.05),
                             row("e2e_scratch", 2.0, 0.03), row("dko", 2.0, 0.07)])
     text = stability_sentence(summary)
-    assert "E2E is the more stable" in text and "2 budget points" in text and "0.25x" not in text
+    assert "E2E has the smaller spread" in text and "2 budget points" in text and "0.25x" not in text
     flipped = summary.assign(abs_rel_std=[0.9, 0.2, 0.05, 0.2, 0.07])
-    assert "DKO is the more stable" in stability_sentence(flipped)
+    assert "DKO has the smaller spread" in stability_sentence(flipped)
     assert stability_sentence(summary[summary["method"] == "dko"]) == ""
+    # significance by hand: with 3 seeds each the F(2, 2) 97.5 % quantile is 39, so a ratio of standard
+    # deviations r is significant only when r / sqrt(39) > 1, i.e. r > 6.24: 0.2 / 0.05 = 4 is not, 0.2 / 0.02 = 10 is
+    assert "significant at 0 of 2 budget points" in stability_sentence(flipped)
+    steep = summary.assign(abs_rel_std=[0.9, 0.2, 0.02, 0.2, 0.07])
+    assert "significant at 1 of 2 budget points" in stability_sentence(steep)

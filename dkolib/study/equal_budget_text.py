@@ -22,7 +22,7 @@ import math
 import pandas as pd
 
 from .markdown import _fmt
-from .stats import CLAIM_FACTOR, HIGHER_IS_BETTER
+from .stats import CLAIM_FACTOR, HIGHER_IS_BETTER, spread_ratio
 
 METHOD_NAMES = {"electronic": "the electronic network", "dko": "DKO", "dko_ft": "DKO + fine-tune",
                 "e2e_scratch": "E2E from scratch", "e2e_warm": "E2E warm-started"}
@@ -260,6 +260,15 @@ def stability_sentence(summary: pd.DataFrame | None, eval_mode: str = "crop",
     fracs = sorted(set(s["budget_fraction"]))
     name = {"dko": "DKO", "e2e_scratch": "E2E"}
     more = name.get(a, a) if spread[a] < spread[b] else name.get(b, b)
+    # per point, is the ratio of the two spreads significant? (F interval; normal errors assumed)
+    significant = 0
+    for _, g in s.groupby(keys):
+        r = g.set_index("method")
+        _, lo, hi = spread_ratio(r.loc[b, "abs_rel_std"], int(r.loc[b, "n_seeds"]),
+                                 r.loc[a, "abs_rel_std"], int(r.loc[a, "n_seeds"]))
+        significant += bool(lo > 1 or hi < 1)
     return (f"**Stability** (standard deviation of AbsRel across seeds, mean over the {len(common)} budget points "
             f"both have: {', '.join(_x(f) for f in fracs)}): {name.get(a, a)} {spread[a]:.3g}, "
-            f"{name.get(b, b)} {spread[b]:.3g}; {more} is the more stable of the two here.")
+            f"{name.get(b, b)} {spread[b]:.3g}; {more} has the smaller spread on average, a difference significant "
+            f"at {significant} of {len(common)} budget points (95 % F interval of the ratio of standard "
+            "deviations, normal errors assumed).")
