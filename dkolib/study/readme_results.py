@@ -20,7 +20,6 @@ from .readme_budgets import e2e_budget_sentence
 from .readme_claims import paper_run_ratios
 from .readme_fab import as_fabricated_section, cell_pitch_section, optics_aware_section
 from .readme_sensor import sensor_section
-from .stats import catch_up
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -578,7 +577,7 @@ def render(profile: str, root: Path | None = None) -> str:
              _figure(paths, "accuracy_vs_wall", "accuracy vs wall-clock budget", root),
              _figure(paths, "accuracy_vs_flops", "accuracy vs FLOP budget", root),
              cost_text, verdicts(summary, cost_ratios, run_ratios,
-                                 None if summary is None else catch_up(summary), tta, ratios)]
+                                 _read(paths.results / "equal_budget_summary_catchup.csv"), tta, ratios)]
     return "\n".join(p for p in parts if p is not None)
 
 

@@ -56,7 +56,7 @@ def sensor_sentence(piv: pd.DataFrame) -> str:
     if e2e:
         b2 = noisy[e2e].idxmin()
         text += f"; the best E2E design, `{b2}`, reads {_fmt(noisy[b2])}"
-    if "full_psf_noise" in t and pd.notna(t.loc[best, "full_psf_noise"]) and best in t.index:
+    if "full_psf_noise" in t and pd.notna(t.loc[best, "full_psf_noise"]):
         text += (f". Read through one window per metasurface the same design scored "
                  f"{_fmt(t.loc[best, 'full_psf_noise'])}")
     return text + "."
