@@ -11,6 +11,10 @@ front end simulated by ``--engine`` in every step. ``optics_only``: the
 stage-1 network is frozen and only the optics learns, to match its
 disparities. Writes ``<out>/model.pt``, ``<out>/log.csv``, ``<out>/ckpt.pt``
 (resumable).
+
+Under ``torchrun --nproc_per_node N`` the metasurfaces are sharded over the processes
+(:mod:`dkolib.distributed.e2e`): each process checkpoints to ``<out>/ckpt_rank{r}of{N}.pt``
+and rank 0 writes the log and the model.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dkolib.study.cli import run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.study.paths import ProfilePaths  # noqa: E402
 from dkolib.dko.train import load_depthnet, run_e2e  # noqa: E402
+from dkolib.distributed import TorchrunEnv  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-start", type=Path, default=None, help="stage-1 checkpoint to start the network from")
     ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/e2e[_optics_only]")
     ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (default: the profile's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -46,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant == "optics_only" and teacher is None:
         raise SystemExit("--variant optics_only needs --teacher results/<profile>/stage1/model.pt")
     warm = load_depthnet(args.warm_start, cfg) if args.warm_start else None
-    run_e2e(cfg, out, paths.data_cache, variant=args.variant, teacher=teacher, engine=args.engine,
+    run_e2e(cfg, out, args.cache_dir or paths.data_cache, variant=args.variant, teacher=teacher, engine=args.engine,
             warm_start=warm, max_seconds=args.max_seconds, progress=not args.quiet)
-    print(f"wrote {out / 'model.pt'}")
+    if TorchrunEnv.from_environ().rank == 0:
+        print(f"wrote {out / 'model.pt'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""DKO stage 2 sharded over processes with ``torch.distributed`` (Gloo on CPU, NCCL on GPU).
+"""DKO stage 2 and E2E sharded over processes with ``torch.distributed`` (Gloo on CPU, NCCL on GPU).
 
 Stage 2 fits one metasurface per (output channel, input channel, sign); the loss is a sum
 over them and Adam is per-parameter, so each metasurface follows the trajectory it would
@@ -14,18 +14,20 @@ Modules:
 * :mod:`.comm`: the collectives (blocks of unequal size), their byte counts, and
   :class:`RankFailureError`, the clear error a process raises when another one failed;
 * :mod:`.stage2`: :func:`synthesize_sharded`, the sharded :func:`dkolib.dko.synthesis.synthesize`;
+* :mod:`.e2e`: :class:`~dkolib.distributed.e2e.OpticsShard`, E2E's metasurfaces sharded over
+  the processes (the network replicated), used by :func:`dkolib.dko.train.run_e2e` under torchrun;
 * :mod:`.launch`: start ``N`` local processes with torchrun's environment (tests, benchmarks).
 """
 
 from .comm import RankFailureError, stage2_bytes_per_step
-from .env import (TorchrunEnv, backend_for, destroy_process_group, init_process_group, process_group,
-                  rank_device)
+from .env import (TorchrunEnv, backend_for, destroy_process_group, init_process_group, launched_group,
+                  process_group, rank_device)
 from .launch import RankOutcome, find_free_port, launch_local, run_local
 from .shard import ShardPlan, shard_channels
 from .stage2 import synthesize_launched, synthesize_on_ranks, synthesize_sharded
 
 __all__ = [
     "RankFailureError", "RankOutcome", "ShardPlan", "TorchrunEnv", "backend_for", "destroy_process_group",
-    "find_free_port", "init_process_group", "launch_local", "process_group", "rank_device", "run_local",
+    "find_free_port", "init_process_group", "launched_group", "launch_local", "process_group", "rank_device", "run_local",
     "shard_channels", "stage2_bytes_per_step", "synthesize_launched", "synthesize_on_ranks", "synthesize_sharded",
 ]

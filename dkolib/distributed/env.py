@@ -190,3 +190,20 @@ def process_group(device: torch.device | str = "cpu", timeout_s: float | None = 
     finally:
         if made:
             destroy_process_group()
+
+
+@contextmanager
+def launched_group(device: torch.device | str = "cpu", timeout_s: float | None = None) -> Iterator[torch.device]:
+    """``with launched_group(device) as dev:`` the process group of a torchrun launch, if any.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the block runs inside :func:`process_group` for this
+    process's device (:func:`rank_device`: ``cuda:LOCAL_RANK`` for CUDA); launched plainly it
+    runs as it is. Yields the device this process uses.
+    """
+    env = TorchrunEnv.from_environ()
+    if not env.is_distributed:
+        yield torch.device(device)
+        return
+    dev = rank_device(device, env.local_rank)
+    with process_group(dev, timeout_s, env):
+        yield dev

@@ -141,17 +141,20 @@ def _forward_backward(model: nn.Module, batch: dict, loss_fn: Callable, leaf: to
 
 
 def _measure_step_flops(model: nn.Module, batch: dict, loss_fn: Callable, frontend, budget: BudgetMeter,
-                        key) -> float:
+                        key, psf: Callable[[], torch.Tensor] | None = None) -> float:
     """Dry-run one training step on a deep copy under FlopCounterMode (not timed, RNG preserved).
 
     The copy's PSFs (if the optics is trainable) are computed outside the counter and
     injected, so the count covers the network (incl. the optical convolution) only.
+    ``psf``: where the PSFs come from instead of the copy's front end (a sharded run's gather).
     """
     shadow = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
         leaf = None
         fe = find_frontend(shadow)
-        if fe is not None and not fe.optics_frozen():
+        if psf is not None:
+            leaf = psf().detach().requires_grad_(True)
+        elif fe is not None and not fe.optics_frozen():
             leaf = fe.compute_psf().detach().requires_grad_(True)
         return budget.measure_flops(key, lambda: _forward_backward(shadow, batch, loss_fn, leaf))
 
@@ -169,7 +172,7 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                max_seconds: float | None = None, max_flops: float | None = None,
                extra_step_flops: float = 0.0, set_train_mode: Callable[[nn.Module], None] | None = None,
                plateau_patience: int = 0, plateau_tol: float = 0.0, plateau_metric: str = "val_abs_rel",
-               progress: bool = True, desc: str = "train") -> pd.DataFrame:
+               progress: bool = True, desc: str = "train", optics_shard=None) -> pd.DataFrame:
     """Train ``model`` for ``steps`` AdamW steps (or until the budget is spent); resumable.
 
     Args:
@@ -195,6 +198,11 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         plateau_patience, plateau_tol, plateau_metric: stopping rule on validation
             (:func:`plateau_reached` on ``plateau_metric``, lower is better, after every
             evaluation); ``plateau_patience = 0`` never stops early. ``steps`` is then the cap.
+        optics_shard: a :class:`~dkolib.distributed.e2e.OpticsShard` when the metasurfaces are
+            sharded over processes (``param_groups`` then hold its latents, the front end's own
+            array is frozen): each step simulates this process's PSFs, all-gathers the whole
+            array's, and back-propagates its block; the network step is charged once per process.
+            ``ckpt`` and ``log_csv`` must then be this process's own.
 
     Returns the history DataFrame (one row per step; ``attrs['stop_reason']`` is
     ``'steps'``, ``'budget'`` or ``'plateau'``).
@@ -238,6 +246,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                              f"steps={steps} (lr decay at step {decay_step}), batch_size={batch_size}, seed={seed}, "
                              f"plateau rule {plateau} (delete it to restart)")
         model.load_state_dict(state["model"])
+        if optics_shard is not None:
+            optics_shard.load_from_model()  # the checkpoint holds the whole array, gathered before the save
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
@@ -256,6 +266,9 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
             gen.manual_seed(int(seed))
 
     def save_checkpoint(step: int) -> None:
+        if optics_shard is not None:
+            optics_shard.sync_to_model()
+            optics_shard.check_replicas(model)
         save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                     "rng": _rng_state(dataset), "budget": budget.state_dict(), "history": history,
@@ -267,6 +280,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         if eval_fn is None:
             return
         modes = _train_modes(model)
+        if optics_shard is not None:
+            optics_shard.sync_to_model()
         with torch.random.fork_rng(devices=[]):
             metrics = eval_fn(model)
         _restore_modes(model, modes)
@@ -284,16 +299,23 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                 batch = collate([dataset[i] for i in sampler.next_indices()], model_device(model))
             key = ("train_step", tuple(batch["rgb"].shape))
             if budget.cached_flops(key) is None:
-                _measure_step_flops(model, batch, loss_fn, frontend, budget, key)
+                gathered = (lambda: optics_shard.gather(optics_shard.compute().detach())) if optics_shard else None
+                _measure_step_flops(model, batch, loss_fn, frontend, budget, key, psf=gathered)
             with budget.timing():
                 optimizer.zero_grad(set_to_none=True)
                 psf = leaf = None
-                if frontend is not None and not frontend.optics_frozen():
+                if optics_shard is not None:
+                    psf = optics_shard.compute()
+                    leaf = optics_shard.gather(psf).requires_grad_(True)
+                elif frontend is not None and not frontend.optics_frozen():
                     psf = frontend.compute_psf()
                     leaf = psf.detach().requires_grad_(True)
                 loss = _forward_backward(model, batch, loss_fn, leaf)
-                budget.charge(key, category="network")
-                if psf is not None and leaf.grad is not None and psf.requires_grad:
+                for _ in range(optics_shard.world_size if optics_shard is not None else 1):
+                    budget.charge(key, category="network")  # every process ran the network step
+                if optics_shard is not None:
+                    optics_shard.backward(psf, leaf.grad)
+                elif psf is not None and leaf.grad is not None and psf.requires_grad:
                     psf.backward(leaf.grad)
                 if extra_step_flops:
                     budget.add_flops(extra_step_flops, category="optics")
@@ -478,9 +500,22 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
     kernel has the norm of the reference electronic kernel (teacher / warm
     start / fresh init). The metasurface init is ``cfg.e2e.init``.
     Writes ``out_dir/{log.csv, ckpt.pt, model.pt}``; returns the hybrid model.
+
+    Under ``torchrun --nproc_per_node N`` the metasurfaces are sharded over the processes
+    and the network replicated (:mod:`dkolib.distributed.e2e`): each process checkpoints to
+    ``ckpt_rank{r}of{N}.pt`` and rank 0 writes ``log.csv`` and ``model.pt``.
     """
     if variant not in ("joint", "optics_only"):
         raise ValueError(f"variant must be 'joint' or 'optics_only', got {variant!r}")
+    from ..distributed.env import launched_group
+
+    with launched_group(resolve_device(cfg)) as device:
+        return _run_e2e(cfg, out_dir, cache_dir, variant, teacher, engine, warm_start, max_seconds, max_flops,
+                        budget, steps, progress, device)
+
+
+def _run_e2e(cfg, out_dir, cache_dir, variant, teacher, engine, warm_start, max_seconds, max_flops, budget, steps,
+             progress, device) -> DepthNet:
     engine = engine or cfg.optics.engine
     out_dir = Path(out_dir)
     set_threads(cfg.threads)
@@ -502,10 +537,12 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
                         gain=unit_gain(base.conv1_channels, 3, cfg.optics.gain), cache_psf=False)
     fe: OpticalFrontEnd = model.first_layer
     fe.match_gain(reference, method="norm")
-    model.to(resolve_device(cfg))
+    model.to(device)
     n_el = fe.n_out * fe.n_in * 2
     extra = psf_step_flops(cfg, n_el, fe.window_px, engine, backward=True)
-    optics_group = {"params": list(array.parameters()), "lr": e.lr_optics, "weight_decay": 0.0}
+    shard, ckpt, log_csv, rank = _e2e_shard(fe, out_dir)
+    optics_params = shard.parameters() if shard is not None else list(array.parameters())
+    optics_group = {"params": optics_params, "lr": e.lr_optics, "weight_decay": 0.0}
 
     if variant == "joint":
         net_params = model.backend_parameters() + [fe.gain]
@@ -530,13 +567,42 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
             m.first_layer.train()
 
     train_loop(model, groups, train_set, steps=steps or e.steps, batch_size=e.batch_size, seed=cfg.seed,
-               log_csv=out_dir / "log.csv", ckpt=out_dir / "ckpt.pt", loss_fn=loss_fn,
+               log_csv=log_csv, ckpt=ckpt, loss_fn=loss_fn,
                weight_decay=cfg.stage1.weight_decay, eval_fn=_val_eval_fn(val_set, cfg),
                eval_every=cfg.stage1.eval_every, checkpoint_every=cfg.stage1.checkpoint_every,
                budget=budget, max_seconds=max_seconds, max_flops=max_flops, extra_step_flops=extra,
-               set_train_mode=set_mode, progress=progress, desc=f"e2e-{variant}")
-    save_model(model, out_dir / "model.pt", cfg, budget, kind=f"hybrid_e2e_{variant}")
+               set_train_mode=set_mode, progress=progress and rank == 0, desc=f"e2e-{variant}",
+               optics_shard=shard)
+    if shard is not None:
+        from ..distributed.e2e import merge_budget
+        shard.sync_to_model()
+        merge_budget(budget)
+        array.latent.requires_grad_(True)  # the whole array is the model's again
+    if rank == 0:
+        save_model(model, out_dir / "model.pt", cfg, budget, kind=f"hybrid_e2e_{variant}")
     return model
+
+
+def _e2e_shard(fe: OpticalFrontEnd, out_dir: Path):
+    """``(shard, ckpt, log_csv, rank)`` of this process.
+
+    One process (no torchrun, or a world of one): no shard, ``out_dir/ckpt.pt`` and
+    ``out_dir/log.csv``. Under ``torchrun`` with a process group (the scripts make it): this
+    process's :class:`~dkolib.distributed.e2e.OpticsShard`, its own checkpoint
+    (``ckpt_rank{r}of{W}.pt``) and log (rank 0: ``log.csv``), after checking that every process
+    starts from the same step.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None, out_dir / "ckpt.pt", out_dir / "log.csv", 0
+    from ..distributed.e2e import OpticsShard, check_same_start, rank_ckpt_path
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    ckpt = rank_ckpt_path(out_dir, rank, world)
+    check_same_start(ckpt)
+    log_csv = out_dir / "log.csv" if rank == 0 else rank_ckpt_path(out_dir, rank, world, "log").with_suffix(".csv")
+    return OpticsShard(fe), ckpt, log_csv, rank
 
 
 def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: Path,
