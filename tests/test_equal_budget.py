@@ -377,6 +377,19 @@ def test_job_csvs_have_exactly_the_columns(smoke_run):
     assert not list((tmp / "e2e_scratch_fast_0.work").rglob("*.pt"))  # snapshots and checkpoints cleaned up
 
 
+def test_electronic_rows_under_noise_are_ideal_optics_with_that_noise(smoke_run):
+    """The noiseless modes repeat one evaluation of the stage-1 network; under sensor noise the
+    network is read through ideal optics with the noise every hybrid gets, so its row differs
+    (a copy of the noiseless row there made every noisy time-to-accuracy target unreachable)."""
+    tmp, _ = smoke_run
+    elec = pd.read_csv(tmp / "electronic_fast_0.csv")
+    by = {ev: g.set_index(["budget_axis", "budget_fraction"]).sort_index() for ev, g in elec.groupby("eval")}
+    metrics = list(protocol.METRICS)
+    pd.testing.assert_frame_equal(by["crop"][metrics], by["full_psf"][metrics])
+    noisy_differs = (by["full_psf_noise"]["abs_rel"] - by["crop"]["abs_rel"]).abs() > 1e-6
+    assert noisy_differs.all(), by["full_psf_noise"]["abs_rel"]
+
+
 def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
     tmp, _ = smoke_run
     import json

@@ -93,9 +93,9 @@ def test_a1_is_higher_is_better():
     assert r["budget_needed"] == 0.5
 
 
-def test_reference_is_electronic_at_one_c_ref_crop_same_engine_and_axis():
+def test_reference_is_electronic_at_one_c_ref_same_engine_axis_and_eval():
     rows = _electronic() + _curves("dko", DKO)
-    rows += [dict(r, eval="full_psf", abs_rel=5.0) for r in _electronic()]  # must not enter the reference
+    rows += [dict(r, eval="full_psf", abs_rel=5.0) for r in _electronic()]  # must not enter the crop reference
     rows += _electronic(ref=(0.1, 0.1, 0.1), engine="reference") + _curves("dko", DKO, engine="reference")
     tta = stats.time_to_accuracy(pd.DataFrame(rows), targets=(1.5,), metrics=("abs_rel",), n_boot=200)
     fast = _one(tta, "dko", engine="fast", eval="crop")
@@ -103,8 +103,26 @@ def test_reference_is_electronic_at_one_c_ref_crop_same_engine_and_axis():
     assert fast["reference_value"] == pytest.approx(0.2) and ref["reference_value"] == pytest.approx(0.1)
     # reference engine's target 0.15: DKO's seeds never get there
     assert fast["budget_needed"] == 0.5 and math.isnan(ref["budget_needed"])
-    # the electronic method is reported too, and every eval mode uses the crop reference
-    assert _one(tta, "electronic", engine="fast", eval="full_psf")["reference_value"] == pytest.approx(0.2)
+    # each eval mode is measured against the electronic rows of that mode
+    assert _one(tta, "electronic", engine="fast", eval="full_psf")["reference_value"] == pytest.approx(5.0)
+
+
+def test_noisy_targets_are_ideal_optics_under_the_same_noise():
+    """Under noise the reference is the electronic rows of ``full_psf_noise`` (ideal optics with that
+    noise, 0.3 here): DKO's noisy curves (0.44, 0.40, 0.35) come within 1.5x of it (0.45) at 0.5x,
+    where against the noiseless 0.2 (target 0.3) they would never arrive."""
+    noisy_dko = [(0.44, 0.40, 0.35)] * 3
+    rows = _electronic() + _curves("dko", DKO)
+    rows += _electronic(ref=(0.3, 0.3, 0.3), ev="full_psf_noise") + _curves("dko", noisy_dko, ev="full_psf_noise")
+    tta = stats.time_to_accuracy(pd.DataFrame(rows), targets=(1.5,), metrics=("abs_rel",), n_boot=200)
+    r = _one(tta, "dko", eval="full_psf_noise")
+    assert r["reference_value"] == pytest.approx(0.3) and r["threshold"] == pytest.approx(0.45)
+    assert r["budget_needed"] == 0.5 and r["n_reached"] == 3
+    # the old rule (noiseless crop reference) on the same curves: never within the ladder
+    old = pd.DataFrame(_electronic() + _curves("dko", noisy_dko, ev="full_psf_noise"))
+    r_old = _one(stats.time_to_accuracy(old, targets=(1.5,), metrics=("abs_rel",), n_boot=200), "dko",
+                 eval="full_psf_noise")
+    assert r_old["reference_value"] == pytest.approx(0.2) and math.isnan(r_old["budget_needed"])
 
 
 def test_contrary_numbers_change_the_answer():

@@ -154,8 +154,21 @@ def _stage1_model(ctx: JobContext, info: dict, key: str):
     return net, entry
 
 
+def _electronic_or_ideal(net, optics_cfg):
+    """``mode -> model``: the stage-1 network itself, except under sensor noise, where it is read
+    through ideal optics (:func:`~dkolib.dko.evaluation.ideal_optics_model`: its exact kernels,
+    all the light in the kernel window) with the same noise as every hybrid. A noiseless network
+    is not a reference a noisy camera can reach; ideal optics under the same noise is."""
+    from ..dko.evaluation import ideal_optics_model
+
+    def build(mode: str):
+        return ideal_optics_model(net, optics_cfg, mode) if mode == "full_psf_noise" else net
+    return build
+
+
 def run_electronic_job(ctx: JobContext, engine: str) -> pd.DataFrame:
-    """The stage-1 network at every budget (no optics: one evaluation, repeated per eval mode)."""
+    """The stage-1 network at every budget: one evaluation for the noiseless modes (no optics, the
+    row repeated), and through ideal optics under the same sensor noise for ``full_psf_noise``."""
     st = ctx.settings
     info = load_stage1(ctx.stage1_dir, st, ctx.seed, engine)
     test = ctx.dataset("test")
@@ -165,7 +178,8 @@ def run_electronic_job(ctx: JobContext, engine: str) -> pd.DataFrame:
             net, entry = _stage1_model(ctx, info, target_key("electronic", engine, axis, frac))
             if net is None:
                 continue
-            m = _eval_rows(net, test, ctx.cfg, evals_for(frac, st), st.eval_items)
+            m = _eval_rows(_electronic_or_ideal(net, ctx.cfg.optics), test, ctx.cfg, evals_for(frac, st),
+                           st.eval_items)
             rows += _rows("electronic", engine, ctx.seed, frac, axis, info["budgets"], m, info["stage1_lr"],
                           info["stage1_lr_mult"], entry, entry["step"])
     return to_frame(rows)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .equal_budget_text import AXIS_NAMES, EVAL_NAMES, HUNDREDS, need_text
+from .equal_budget_text import AXIS_NAMES, EVAL_NAMES, HUNDREDS, need_text, reference_name
 from .markdown import _fmt, _read, _table, splice_between
 from .paths import ProfilePaths
 from .stats import CLAIM_FACTOR, bootstrap_median_ratio, claim_class, spread_ratio
@@ -169,7 +169,7 @@ def speed_rows(tta: pd.DataFrame, claim: str, says: str, eval_mode: str = "crop"
         e_seeds, k_seeds = ([float(x) for x in str(row["per_seed"]).split(",")] for row in (e, k))
         r, lo, hi = (bootstrap_median_ratio(e_seeds, k_seeds) if len(e_seeds) == len(k_seeds)
                      else (math.nan,) * 3)
-        return (f"budget to reach AbsRel <= {_fmt(k['threshold'])} ({TTA_TARGET:g}x the electronic network's "
+        return (f"budget to reach AbsRel <= {_fmt(k['threshold'])} ({TTA_TARGET:g}x the {reference_name(eval_mode)} "
                 f"{_fmt(k['reference_value'])} at 1x C_ref), median seed: DKO {need_text(k)}, E2E from scratch "
                 f"{need_text(e)}; E2E's over DKO's {r:.2f}x ({_ci(lo, hi)}, paired over {len(e_seeds)} seeds); "
                 f"{_setting(engine, axis, eval_mode)} (`time_to_accuracy.csv`)"), (r, lo, hi)
