@@ -57,3 +57,15 @@ def test_table_reads_the_costs_csv_and_rejects_a_missing_size():
     assert one["run_hours"] == pytest.approx(34.4 * 50_000 / 3600)
     with pytest.raises(KeyError, match="no e2e_step row for size 'default'"):
         costs_from_table(costs, "default")
+
+
+def test_readme_section_states_the_replication_cap_from_the_table(tmp_path):
+    from dkolib.study.readme_bench import e2e_scaling_section
+
+    t = scaling_table(C, (1, 2, 6), steps=100, bandwidth_Bps=1e30, latency_s=0.0)
+    (tmp_path / "results" / "benchmarks").mkdir(parents=True)
+    t.to_csv(tmp_path / "results" / "benchmarks" / "e2e_scaling_model.csv", index=False)
+    text = e2e_scaling_section(tmp_path)
+    # cap (12 + 3) / 3 = 5x; on 6 devices: 15 / (2 + 3) = 3x
+    assert "caps the speed-up at 5x" in text and "3x on 6 devices" in text
+    assert e2e_scaling_section(tmp_path / "nowhere") == ""

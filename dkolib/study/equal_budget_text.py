@@ -106,7 +106,8 @@ def tta_sentence(tta: pd.DataFrame | None, eval_mode: str = "crop", metric: str 
         said = ", ".join(f"{METHOD_NAMES[m]} {'needs ' if i == 0 else ''}{need_text(rows.loc[m])}"
                          for i, m in enumerate(order))
         if "electronic" in rows.index:
-            said += f"; the electronic network itself {need_text(rows.loc['electronic'])}"
+            who = "through ideal optics" if eval_mode in REFERENCE_NAMES else "itself"
+            said += f"; the electronic network {who} {need_text(rows.loc['electronic'])}"
         parts.append(f"{_setting(engine, axis)} ({name} {rel} {_n(ref['threshold'])}, i.e. {target:g}x the "
                      f"{reference_name(eval_mode)} {_n(ref['reference_value'])} at 1x C_ref): {said}")
         firsts.append(_first(g, "dko", "e2e_scratch"))
