@@ -101,3 +101,15 @@ def test_finetune_takes_an_explicit_step_count(dko_checkpoint, tmp_path):
     assert cfg.dko.finetune_steps == 2
     finetune_dko(cfg, path, tmp_path / "three", progress=False, mode="crop", steps=3)
     assert pd.read_csv(tmp_path / "three" / "log.csv")["step"].tolist() == [1, 2, 3]
+
+
+def test_finetune_under_torchrun_is_a_clear_error_and_writes_nothing(dko_checkpoint, tmp_path, monkeypatch):
+    """Two processes would write the same files side by side; the fine-tune says to run it in one."""
+    from dkolib.errors import InputError
+
+    cfg, path = dko_checkpoint
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(InputError, match="without torchrun"):
+        finetune_dko(cfg, path, tmp_path / "ft", progress=False, mode="crop")
+    assert not (tmp_path / "ft").exists()

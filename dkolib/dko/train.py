@@ -616,6 +616,11 @@ def run_finetune(hybrid_model: DepthNet, cfg: Config, out_dir: Path, cache_dir: 
     lr ``cfg.dko.finetune_lr``, batch ``cfg.stage1.batch_size``, depth loss.
     Trains ``hybrid_model`` in place; writes ``out_dir/{log.csv, ckpt.pt, model.pt}``.
     """
+    from ..distributed.env import TorchrunEnv
+
+    if TorchrunEnv.from_environ().is_distributed:
+        raise InputError("the fine-tune runs in one process (its optics is frozen: one PSF pass, then the network "
+                         "alone, which gains nothing from more processes); launch it without torchrun")
     fe = find_frontend(hybrid_model)
     if fe is None:
         raise TypeError("run_finetune needs a model whose first_layer is an OpticalFrontEnd")
