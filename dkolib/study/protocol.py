@@ -15,6 +15,8 @@ compared networks that had barely started to learn; the unit is now the main cha
 Methods
   * ``electronic``  -- the stage-1 network alone (no optics): the reference a hybrid is measured against
     (not a strict bound: stage 1 stops on its validation plateau, and a fine-tuned hybrid can beat it).
+    Under sensor noise (``full_psf_noise``) it is read through ideal optics with the same noise
+    (:func:`dkolib.dko.evaluation.ideal_optics_model`), so the noisy targets are ones a camera can reach.
   * ``dko``         -- stage 1, then stage 2 (metasurface synthesis, :func:`dkolib.dko.synthesis.synthesize`)
     and the closed-form gain of ``optics.gain``'s model (per metasurface or per output channel).
   * ``dko_ft``      -- ``dko`` plus a fixed-length fine-tune of the electronic back end with the
