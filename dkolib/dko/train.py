@@ -280,9 +280,11 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
         if eval_fn is None:
             return
         modes = _train_modes(model)
-        if optics_shard is not None:
-            optics_shard.sync_to_model()
-        with torch.random.fork_rng(devices=[]):
+        injected = nullcontext()
+        if optics_shard is not None:  # the whole array's PSFs from the shards, not one process simulating all
+            with torch.no_grad():
+                injected = frontend.injected_psf(optics_shard.gather(optics_shard.compute()))
+        with torch.random.fork_rng(devices=[]), injected:
             metrics = eval_fn(model)
         _restore_modes(model, modes)
         history[-1].update({f"val_{k}": float(v) for k, v in metrics.items()})
