@@ -31,6 +31,12 @@ DATA = f"cache/data/{PROFILE}"
 FIG = f"figures/{PROFILE}"
 BENCH = f"{R}/benchmarks"
 T = CFG.threads
+# the sharded jobs (stage 2, E2E) run under torchrun with more than one process (dkolib.distributed)
+NPROC = int(config.get("processes", CFG.processes))
+if NPROC < 1:
+    raise ValueError(f"processes must be >= 1, got {NPROC}")
+LAUNCH = "python" if NPROC == 1 else f"torchrun --standalone --nproc_per_node {NPROC}"
+GPUS = NPROC if CFG.device == "cuda" else 0
 NOTEBOOKS = ["01_optics", "02_electronic_network", "03_dko_synthesis", "04_e2e_baseline",
              "05_equal_budget", "06_figures", "07_tolerances", "08_your_own_optics", "09_resnet18_example",
              "10_whole_sensor"]
@@ -197,14 +203,15 @@ rule dko:
         fidelity=f"{R}/dko/fidelity.csv",
         summary=f"{R}/dko/summary.csv",
         history=f"{R}/dko/history.csv",
-    threads: T
+    threads: T * NPROC
     resources:
-        cpu_slots=T,
+        cpu_slots=T * NPROC,
+        gpu=GPUS,
     benchmark:
         f"{BENCH}/dko.tsv"
     shell:
-        f"python scripts/run_dko.py --profile {PROFILE} --stage1 {{input}} --out {R}/dko "
-        f"--threads {{threads}} --no-progress"
+        f"{LAUNCH} scripts/run_dko.py --profile {PROFILE} --stage1 {{input}} --out {R}/dko "
+        f"--threads {T} --no-progress"
 
 
 rule synthesis_study:
@@ -292,14 +299,15 @@ rule e2e:
     output:
         model=f"{R}/e2e/model.pt",
         log=f"{R}/e2e/log.csv",
-    threads: T
+    threads: T * NPROC
     resources:
-        cpu_slots=T,
+        cpu_slots=T * NPROC,
+        gpu=GPUS,
     benchmark:
         f"{BENCH}/e2e.tsv"
     shell:
-        f"python scripts/train_e2e.py --profile {PROFILE} --variant joint --out {R}/e2e --quiet "
-        f"--set threads={{threads}}"
+        f"{LAUNCH} scripts/train_e2e.py --profile {PROFILE} --variant joint --out {R}/e2e --quiet "
+        f"--set threads={T}"
 
 
 rule physical_eval:

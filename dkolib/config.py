@@ -258,6 +258,10 @@ class Config:
     seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
     threads: int = field(default=2, metadata=_range(1, 1024))
     device: str = field(default="cpu", metadata=_range(choices=("cpu", "cuda")))
+    processes: int = field(default=1, metadata=_range(1, 4096))
+    """Processes of the sharded jobs (stage 2 and E2E; ``dkolib.distributed``): > 1 makes the
+    workflow launch them with ``torchrun --standalone --nproc_per_node processes`` (one GPU each
+    with ``device: cuda``). Snakemake's ``--config processes=N`` overrides it."""
     optics: OpticsConfig = OpticsConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

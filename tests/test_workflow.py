@@ -77,3 +77,23 @@ def test_main_chain_recomputes_on_a_fresh_clone(tmp_path):
     assert "Nothing to be done" not in result.stdout
     rules = {line.split()[-1].rstrip(":") for line in result.stdout.splitlines() if line.startswith(("rule ", "localrule "))}
     assert {"data", "stage1", "dko", "e2e", "physical_eval", "tolerances", "operating_point"} <= rules
+
+
+def test_sharded_jobs_run_under_torchrun_with_their_processes_declared():
+    """``--config processes=4``: stage 2 and E2E launch 4 processes with torchrun, declare their cores
+    (and, on a CUDA profile, their GPUs); with the profile's one process they run plain python."""
+    exe = shutil.which("snakemake") or "snakemake"
+
+    def commands(*config):
+        result = subprocess.run([exe, "results/paper/dko/model.pt", "results/paper/e2e/model.pt", "-n", "-p",
+                                 "--forceall", "--cores", "64", "--config", "profile=paper", *config],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout
+
+    out = commands("processes=4")
+    assert "torchrun --standalone --nproc_per_node 4 scripts/run_dko.py --profile paper" in out
+    assert "torchrun --standalone --nproc_per_node 4 scripts/train_e2e.py --profile paper" in out
+    assert "gpu=4" in out.replace(" ", "")
+    plain = commands()
+    assert "torchrun" not in plain and "python scripts/run_dko.py --profile paper" in plain
