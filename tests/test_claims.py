@@ -275,7 +275,7 @@ def _equal_budget_table(readme: str) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=header)
     table = table[table["method"] == "e2e_scratch"]
     for col in ("budget_fraction", "ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi"):
-        table[col] = table[col].astype(float)
+        table[col] = pd.to_numeric(table[col].replace("n/a", float("nan")))  # n/a: DKO has no point at that budget
     return table
 
 
