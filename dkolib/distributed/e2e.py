@@ -24,7 +24,8 @@ strategies from those costs. The budget meter counts what every process spends: 
 each metasurface's PSF once (so the FLOP axis of the equal-budget study charges a distributed
 run for its replicated network).
 
-Checkpoints are per process (``ckpt_rank{r}of{W}.pt``, see :func:`rank_ckpt_path`); each
+Checkpoints are per process (``ckpt_rank{r}of{W}.pt``, as stage 2's:
+:func:`~dkolib.distributed.stage2.shard_ckpt_path`); each
 holds the whole array (gathered before every save) and this process's AdamW state, so a run
 resumes with the same number of processes.
 """
@@ -38,11 +39,6 @@ import torch
 from ..errors import InputError
 from .comm import all_gather_blocks, all_gather_objects
 from .shard import ShardPlan
-
-
-def rank_ckpt_path(out_dir: str | Path, rank: int, world_size: int, name: str = "ckpt") -> Path:
-    """``<out_dir>/<name>_rank{rank}of{world_size}.pt``: one process's checkpoint of a distributed run."""
-    return Path(out_dir) / f"{name}_rank{rank}of{world_size}.pt"
 
 
 def psf_bytes_per_step(plan: ShardPlan, window_px: int, itemsize: int = 4) -> dict[str, int]:

@@ -136,10 +136,11 @@ def _e2e_shard(fe: OpticalFrontEnd, out_dir: Path):
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None, out_dir / "ckpt.pt", out_dir / "log.csv", 0
-    from ..distributed.e2e import OpticsShard, check_same_start, rank_ckpt_path
+    from ..distributed.e2e import OpticsShard, check_same_start
+    from ..distributed.stage2 import shard_ckpt_path
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    ckpt = rank_ckpt_path(out_dir, rank, world)
+    ckpt = shard_ckpt_path(out_dir, rank, world)
     check_same_start(ckpt)
-    log_csv = out_dir / "log.csv" if rank == 0 else rank_ckpt_path(out_dir, rank, world, "log").with_suffix(".csv")
+    log_csv = out_dir / "log.csv" if rank == 0 else out_dir / f"log_rank{rank}of{world}.csv"
     return OpticsShard(fe), ckpt, log_csv, rank
