@@ -98,6 +98,23 @@ def test_random_init_is_seeded():
     assert 0 <= a.latent.min() and a.latent.max() < 2 * math.pi
 
 
+def test_random_init_in_blocks_draws_what_one_draw_does(monkeypatch):
+    """The random start is drawn a few elements at a time (memory); the values must be those of one
+    ``torch.rand`` of the whole ``[E, N, N]`` array (an independent draw here), so results and
+    the sharded stage 2's digests do not depend on the block size."""
+    import dkolib.optics.metasurface as ms
+
+    cfg = _cfg()
+    monkeypatch.setattr(ms, "_INIT_BLOCK_CELLS", 2 * cfg.n_cells ** 2 + 1)  # blocks of 2 elements, 6 in all
+    a = MetasurfaceArray(1, 3, cfg, IdealAtom(), init="random", generator=torch.Generator().manual_seed(7))
+    whole = torch.rand((6, cfg.n_cells, cfg.n_cells), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert torch.equal(a.latent.detach(), (2 * math.pi * whole).to(torch.float32))
+    lib = FakeLibrary()
+    b = MetasurfaceArray(1, 3, cfg, lib, init="random", generator=torch.Generator().manual_seed(7))
+    radius = lib.r_min_m + (lib.r_max_m - lib.r_min_m) * whole
+    assert torch.equal(b.radii_m().detach(), ms._radius_from_latent(ms._latent_from_radius(radius, lib).to(torch.float32), lib))
+
+
 def test_library_lens_and_phase_init_use_reverse_lookup():
     cfg = load_config("default", {"optics.n_cells": 33, "optics.wavelengths_m": [550e-9, 500e-9, 450e-9]}).optics
     lib = FakeLibrary()

@@ -37,6 +37,10 @@ def _radius_from_latent(latent: torch.Tensor, atom) -> torch.Tensor:
     return radius_from_latent(latent, atom)
 
 
+_INIT_BLOCK_CELLS = 1 << 22
+"""Cells per block of a random initialisation (32 MB of float64 per temporary)."""
+
+
 def _latent_from_radius(radius_m: torch.Tensor, atom) -> torch.Tensor:
     try:
         from .metaatoms import latent_from_radius
@@ -188,11 +192,20 @@ class MetasurfaceArray(nn.Module):
     def _init_latent(self, init, generator, target_phase_rad) -> torch.Tensor:
         E, n, cfg = self.n_elements, self.n_cells, self.optics_cfg
         if init == "random":
-            u = torch.rand((E, n, n), generator=generator, dtype=torch.float64)
-            if self.is_library:
-                r = self.atom.r_min_m + (self.atom.r_max_m - self.atom.r_min_m) * u
-                return _latent_from_radius(r, self.atom).to(torch.float32)
-            return (2 * math.pi * u).to(torch.float32)
+            # drawn a block of elements at a time (the CPU generator fills a tensor in order, so the
+            # values are those of one draw of [E, N, N]) to keep the float64 temporaries small:
+            # at the paper's size one draw of all 384 x 1025^2 cells took 19 GB
+            out = torch.empty((E, n, n), dtype=torch.float32)
+            block = max(1, _INIT_BLOCK_CELLS // (n * n))
+            for start in range(0, E, block):
+                stop = min(E, start + block)
+                u = torch.rand((stop - start, n, n), generator=generator, dtype=torch.float64)
+                if self.is_library:
+                    r = self.atom.r_min_m + (self.atom.r_max_m - self.atom.r_min_m) * u
+                    out[start:stop] = _latent_from_radius(r, self.atom).to(torch.float32)
+                else:
+                    out[start:stop] = (2 * math.pi * u).to(torch.float32)
+            return out
         if init == "smooth_random":
             return self._phase_to_latent(smooth_random_phase_rad(E, n, self.init_corr_cells, generator))
         if init in ("lens", "lens_random"):
