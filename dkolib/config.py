@@ -152,6 +152,10 @@ class E2EConfig:
     lr_net: float = field(default=1e-3, metadata=_range(1e-8, 10.0))
     lr_optics: float = field(default=5e-2, metadata=_range(1e-8, 100.0))
     init: str = field(default="random", metadata=_range(choices=("lens", "random")))
+    network_parallel: str = field(default="replicated", metadata=_range(choices=("replicated", "data")))
+    """Under torchrun: every process runs the network on the whole batch (``replicated``), or
+    each on its slice with BatchNorm and gradients synchronised (``data``;
+    :mod:`dkolib.distributed.data_parallel`). One process: no difference."""
 
 
 @dataclass(frozen=True)

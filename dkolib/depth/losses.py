@@ -58,9 +58,19 @@ def depth_loss(outputs: dict, gt_m: torch.Tensor, min_depth_m: float = 1e-3,
 
 
 def make_depth_loss(min_depth_m: float = 1e-3, max_depth_m: float = 80.0) -> Callable:
-    """``loss_fn(model, batch) -> scalar`` applying :func:`depth_loss` to ``model(batch['rgb'])``."""
+    """``loss_fn(model, batch) -> scalar`` applying :func:`depth_loss` to ``model(batch['rgb'])``.
+
+    ``loss_fn.normaliser(batch)`` is what the loss averages over (the batch's valid pixels), so
+    that a batch split over processes can weight each part's loss to the whole batch's
+    (:mod:`dkolib.distributed.data_parallel`).
+    """
     def loss_fn(model: nn.Module, batch: dict) -> torch.Tensor:
         return depth_loss(model(batch["rgb"]), batch["depth_m"], min_depth_m, max_depth_m)
+
+    def normaliser(batch: dict) -> int:
+        return int(_valid_mask(batch["depth_m"], min_depth_m, max_depth_m).sum())
+
+    loss_fn.normaliser = normaliser
     return loss_fn
 
 

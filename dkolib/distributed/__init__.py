@@ -15,7 +15,10 @@ Modules:
   :class:`RankFailureError`, the clear error a process raises when another one failed;
 * :mod:`.stage2`: :func:`synthesize_sharded`, the sharded :func:`dkolib.dko.synthesis.synthesize`;
 * :mod:`.e2e`: :class:`~dkolib.distributed.e2e.OpticsShard`, E2E's metasurfaces sharded over
-  the processes (the network replicated), used by :func:`dkolib.dko.train.run_e2e` under torchrun;
+  the processes, used by :func:`dkolib.dko.train.run_e2e` under torchrun;
+* :mod:`.data_parallel`: E2E's network split over the batch (``e2e.network_parallel: data``),
+  with synchronised BatchNorm and all-reduced gradients, instead of replicated;
+* :mod:`.scaling`: a model of the paper's E2E run over many devices from one device's costs;
 * :mod:`.launch`: start ``N`` local processes with torchrun's environment (tests, benchmarks).
 """
 

@@ -6,23 +6,24 @@ PSFs are independent per metasurface, and the network needs only the ``[E, W, W]
 the kernel window (W = 7: tiny). So each process owns a contiguous block of output channels
 (:class:`~dkolib.distributed.shard.ShardPlan`), keeps only those metasurfaces' latents and
 their AdamW state, simulates their PSFs, and all-gathers the PSFs (``E W^2`` floats per
-step). Every process then runs the same network on the same batch -- the network is
-replicated, not split over the batch -- so every process computes the same gradient of the
-loss with respect to every PSF, and each one back-propagates its own block into its own
-latents without any further communication. The network's parameters follow the same
+step). With the network replicated, every process then runs the same network on the same
+batch, so every process computes the same gradient of the loss with respect to every PSF,
+and each one back-propagates its own block into its own latents without any further
+communication. The network's parameters follow the same
 trajectory on every process (checked at every checkpoint: :meth:`OpticsShard.check_replicas`).
 
-Why the network is replicated rather than data-parallel: BatchNorm over a split batch would
-change the training (per-process batch statistics) unless synchronised, and replicated, a
-distributed run is the single-process run: the same loss and network at every step, the PSFs
-of a block the same as those of the whole array to float32 rounding
-(:mod:`dkolib.distributed.stage2` explains the last-ulp differences of a shard's tail). The
-price is Amdahl's: the network step does not shrink with the process count. At the paper's
-size on one CPU thread a step is 26.0 s of PSFs and 8.4 s of network (``results/costs.csv``),
-so replication caps the speed-up near 4x; :mod:`dkolib.distributed.scaling` models both
-strategies from those costs. The budget meter counts what every process spends: the network step ``W`` times and
-each metasurface's PSF once (so the FLOP axis of the equal-budget study charges a distributed
-run for its replicated network).
+Replicated (``e2e.network_parallel: replicated``, the default), a distributed run is the
+single-process run: the same loss and network at every step, the PSFs of a block the same as
+those of the whole array to float32 rounding (:mod:`dkolib.distributed.stage2` explains the
+last-ulp differences of a shard's tail). The price is Amdahl's: the network step does not
+shrink with the process count, which caps the speed-up at (PSF + network) / network
+(:mod:`dkolib.distributed.scaling` models it from ``results/costs.csv``). Data-parallel
+(``e2e.network_parallel: data``, :mod:`dkolib.distributed.data_parallel`), each process runs
+the network on its slice of the batch with BatchNorm synchronised, and the network's and the
+PSFs' gradients are all-reduced (:meth:`OpticsShard.reduce_gradients`), the single-process run
+to float rounding. The budget meter counts what every process spends: each metasurface's PSF
+once and the network step ``W`` times (replicated) or once over the slices (data-parallel), so
+the FLOP axis of the equal-budget study charges a distributed run for what it ran.
 
 Checkpoints are per process (``ckpt_rank{r}of{W}.pt``, as stage 2's:
 :func:`~dkolib.distributed.stage2.shard_ckpt_path`); each
@@ -66,9 +67,14 @@ class OpticsShard:
     Args:
         frontend: the model's front end (``n_out`` output channels, ``n_in`` inputs).
         group: process group (default: the default group, which must exist).
+        network_parallel: ``'replicated'`` (every process runs the network on the whole batch)
+            or ``'data'`` (each on its slice, BatchNorm and gradients synchronised:
+            :mod:`~dkolib.distributed.data_parallel`; the model's BatchNorm layers must then be
+            :class:`~dkolib.distributed.data_parallel.SyncBatchNorm2d`, which
+            :func:`~dkolib.distributed.data_parallel.convert_sync_batchnorm` makes).
     """
 
-    def __init__(self, frontend, group=None):
+    def __init__(self, frontend, group=None, network_parallel: str = "replicated"):
         import torch.distributed as dist
 
         from ..optics.metasurface import MetasurfaceArray
@@ -76,8 +82,13 @@ class OpticsShard:
         if not (dist.is_available() and dist.is_initialized()):
             raise InputError("OpticsShard needs a torch.distributed process group: launch under "
                              "`torchrun --nproc_per_node N` (the training scripts make the group)")
+        from .data_parallel import check_mode
+
+        if network_parallel == "data" and group is not None:
+            raise InputError("a data-parallel network synchronises over the default process group only")
         self.frontend = frontend
         self.group = group
+        self.data_parallel = check_mode(network_parallel) == "data"
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.plan = ShardPlan(frontend.n_out, frontend.n_in, self.world_size)
         self.elements = self.plan.elements(self.rank)
@@ -122,6 +133,61 @@ class OpticsShard:
         """Back-propagate this process's block of ``d loss / d PSF [E, W, W]`` into its latents."""
         if self.active and psf_grad is not None and local.requires_grad:
             local.backward(psf_grad[self.elements.start:self.elements.stop])
+
+    # -- the network's side of a step (identities when the network is replicated)
+    def local_batch(self, batch: dict) -> dict:
+        """This process's slice of the whole batch (data-parallel), else the whole batch."""
+        if not self.data_parallel:
+            return batch
+        from .data_parallel import batch_slice
+
+        return batch_slice(batch, self.rank, self.world_size)
+
+    def weighted_loss(self, loss_fn, batch: dict):
+        """``loss_fn`` scaled by this slice's share of the whole batch's normaliser (data-parallel),
+        so that the processes' losses sum to the whole batch's; else ``loss_fn``."""
+        if not self.data_parallel:
+            return loss_fn
+        from .data_parallel import all_reduce_sum_, batch_weight
+
+        n_local = batch_weight(loss_fn, batch)
+        total = float(all_reduce_sum_(torch.tensor([n_local], dtype=torch.float64), "the all-reduce of the loss weights"))
+        share = n_local / total if total > 0 else 1.0 / self.world_size
+        return lambda m, b: loss_fn(m, b) * share
+
+    def reduce_gradients(self, params, psf_leaf: torch.Tensor | None) -> None:
+        """Sum the network's gradients (``params``, this process's latents excluded) and the PSF
+        gradients over the processes (data-parallel); nothing when the network is replicated."""
+        if not self.data_parallel:
+            return
+        from .data_parallel import all_reduce_grads_, all_reduce_sum_
+
+        own = {id(p) for p in self.parameters()}
+        all_reduce_grads_([p for p in params if id(p) not in own])
+        if psf_leaf is not None and psf_leaf.grad is not None:
+            all_reduce_sum_(psf_leaf.grad, "the all-reduce of the PSF gradients")
+
+    def charge_network(self, budget, key) -> None:
+        """Charge ``budget`` with the network step of every process: ``W`` times this process's
+        (replicated: all run the whole batch), or the sum of every process's slice (data-parallel;
+        gathered once per batch shape, so every process's meter holds the same FLOPs)."""
+        if not self.data_parallel:
+            for _ in range(self.world_size):
+                budget.charge(key, category="network")
+            return
+        cache = self.__dict__.setdefault("_network_flops", {})
+        if key not in cache:
+            cache[key] = sum(all_gather_objects(budget.cached_flops(key), group=self.group,
+                                                what="the all-gather of the network's FLOPs"))
+        budget.add_flops(cache[key], category="network")
+
+    def reduce_loss(self, loss_value: float) -> float:
+        """The whole batch's loss from this process's weighted one (data-parallel)."""
+        if not self.data_parallel:
+            return loss_value
+        from .data_parallel import all_reduce_sum_
+
+        return float(all_reduce_sum_(torch.tensor([loss_value], dtype=torch.float64), "the all-reduce of the loss"))
 
     @torch.no_grad()
     def sync_to_model(self) -> None:

@@ -42,7 +42,8 @@ def run_e2e(cfg: Config, out_dir: Path, cache_dir: Path, variant: str = "joint",
     Writes ``out_dir/{log.csv, ckpt.pt, model.pt}``; returns the hybrid model.
 
     Under ``torchrun --nproc_per_node N`` the metasurfaces are sharded over the processes
-    and the network replicated (:mod:`dkolib.distributed.e2e`): each process checkpoints to
+    (:mod:`dkolib.distributed.e2e`) and the network replicated, or data-parallel over the batch
+    with ``e2e.network_parallel: data`` (:mod:`dkolib.distributed.data_parallel`): each process checkpoints to
     ``ckpt_rank{r}of{N}.pt`` and rank 0 writes ``log.csv`` and ``model.pt``.
     """
     if variant not in ("joint", "optics_only"):
@@ -80,7 +81,10 @@ def _run_e2e(cfg, out_dir, cache_dir, variant, teacher, engine, warm_start, max_
     model.to(device)
     n_el = fe.n_out * fe.n_in * 2
     extra = psf_step_flops(cfg, n_el, fe.window_px, engine, backward=True)
-    shard, ckpt, log_csv, rank = _e2e_shard(fe, out_dir)
+    shard, ckpt, log_csv, rank = _e2e_shard(fe, out_dir, e.network_parallel)
+    if shard is not None and shard.data_parallel:
+        from ..distributed.data_parallel import convert_sync_batchnorm
+        convert_sync_batchnorm(model)
     optics_params = shard.parameters() if shard is not None else list(array.parameters())
     optics_group = {"params": optics_params, "lr": e.lr_optics, "weight_decay": 0.0}
 
@@ -117,13 +121,16 @@ def _run_e2e(cfg, out_dir, cache_dir, variant, teacher, engine, warm_start, max_
         from ..distributed.e2e import merge_budget
         shard.sync_to_model()
         merge_budget(budget)
+        if shard.data_parallel:
+            from ..distributed.data_parallel import revert_sync_batchnorm
+            revert_sync_batchnorm(model)
         array.latent.requires_grad_(True)  # the whole array is the model's again
     if rank == 0:
         save_model(model, out_dir / "model.pt", cfg, budget, kind=f"hybrid_e2e_{variant}")
     return model
 
 
-def _e2e_shard(fe: OpticalFrontEnd, out_dir: Path):
+def _e2e_shard(fe: OpticalFrontEnd, out_dir: Path, network_parallel: str = "replicated"):
     """``(shard, ckpt, log_csv, rank)`` of this process.
 
     One process (no torchrun, or a world of one): no shard, ``out_dir/ckpt.pt`` and
@@ -143,4 +150,4 @@ def _e2e_shard(fe: OpticalFrontEnd, out_dir: Path):
     ckpt = shard_ckpt_path(out_dir, rank, world)
     check_same_start(ckpt)
     log_csv = out_dir / "log.csv" if rank == 0 else out_dir / f"log_rank{rank}of{world}.csv"
-    return OpticsShard(fe), ckpt, log_csv, rank
+    return OpticsShard(fe, network_parallel=network_parallel), ckpt, log_csv, rank

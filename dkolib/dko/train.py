@@ -299,6 +299,8 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                 break
             with budget.timing():
                 batch = collate([dataset[i] for i in sampler.next_indices()], model_device(model))
+                if optics_shard is not None:
+                    batch = optics_shard.local_batch(batch)  # data-parallel: this process's slice
             key = ("train_step", tuple(batch["rgb"].shape))
             if budget.cached_flops(key) is None:
                 gathered = (lambda: optics_shard.gather(optics_shard.compute().detach())) if optics_shard else None
@@ -312,16 +314,22 @@ def train_loop(model: nn.Module, param_groups: Iterable[dict], dataset, *, steps
                 elif frontend is not None and not frontend.optics_frozen():
                     psf = frontend.compute_psf()
                     leaf = psf.detach().requires_grad_(True)
-                loss = _forward_backward(model, batch, loss_fn, leaf)
-                for _ in range(optics_shard.world_size if optics_shard is not None else 1):
-                    budget.charge(key, category="network")  # every process ran the network step
+                step_loss = optics_shard.weighted_loss(loss_fn, batch) if optics_shard is not None else loss_fn
+                loss = _forward_backward(model, batch, step_loss, leaf)
                 if optics_shard is not None:
+                    optics_shard.charge_network(budget, key)  # the network steps of all processes
+                else:
+                    budget.charge(key, category="network")
+                if optics_shard is not None:
+                    optics_shard.reduce_gradients([p for g in groups for p in g["params"]], leaf)
                     optics_shard.backward(psf, leaf.grad)
                 elif psf is not None and leaf.grad is not None and psf.requires_grad:
                     psf.backward(leaf.grad)
                 if extra_step_flops:
                     budget.add_flops(extra_step_flops, category="optics")
                 loss_value = float(loss.detach())
+                if optics_shard is not None:
+                    loss_value = optics_shard.reduce_loss(loss_value)
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"loss became {loss_value} at step {step + 1}")
                 lr = optimizer.param_groups[0]["lr"]
