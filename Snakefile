@@ -16,6 +16,7 @@
 # onsuccess / onerror handlers keep the run's start and end beside them (run.json).
 # `python scripts/dag_timing.py` turns both into dag_timing.csv and dag_jobs.csv.
 
+from pathlib import Path
 from dkolib.config import load_config
 from dkolib.cpupaths import pin_cpu_code_paths
 from dkolib.study.dagtiming import record_run
@@ -50,6 +51,25 @@ def cfg_hash(*sections):
 
     d = CFG.to_dict()
     return hashlib.sha1(json.dumps({k: d[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def profiles_hash(profiles, sections):
+    """Digest of ``sections`` of several profiles' configs (rules that measure more than one)."""
+    import hashlib
+    import json
+
+    d = {p: {k: load_config(p).to_dict()[k] for k in sections} for p in profiles}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def files_hash(*paths):
+    """Digest of source files a rule's results depend on beyond its script's command line."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:12]
 
 
 NET = ("seed", "threads", "data", "model", "stage1")
@@ -149,6 +169,12 @@ rule bench_training:
 
 
 rule costs:
+    params:
+        # the default and paper profiles' optics, and the code that simulates them: a costs table
+        # measured under another cell model or engine is stale
+        config=profiles_hash(["default", "paper"], ("optics", "model", "data", "e2e", "dko")),
+        code=files_hash("scripts/measure_costs.py", "dkolib/optics/propagation.py", "dkolib/optics/grids.py",
+                        "dkolib/optics/metasurface.py"),
     output:
         "results/costs.csv",
     resources:

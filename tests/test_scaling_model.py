@@ -28,11 +28,16 @@ def test_replicated_network_by_hand():
 
 
 def test_data_parallel_network_by_hand():
-    # the batch of 4 over 4 devices: 1 sample each -> 0.75 s; all-reduce 2 * 3/4 * 100 * 4 B = 600 B
-    # -> 0.6 s + 0.06 s; with the PSF gather as above: 4 + 0.75 + 1.236 + 0.66 = 6.646 s
+    # the batch of 4 over 4 devices: 1 sample each -> 0.75 s; all-reduce of 100 parameters and 6 x 49 PSF
+    # values: 2 * 3/4 * 394 * 4 B = 2364 B -> 2.364 s + 0.06 s; with the PSF gather as above:
+    # 4 + 0.75 + 1.236 + 2.424 = 8.41 s
     m = step_model(C, 4, "data_parallel", **LINK)
-    assert m["net_s"] == pytest.approx(0.75) and m["grad_allreduce_bytes"] == pytest.approx(600.0)
-    assert m["step_s"] == pytest.approx(6.646)
+    assert m["net_s"] == pytest.approx(0.75) and m["grad_allreduce_bytes"] == pytest.approx(2364.0)
+    assert m["step_s"] == pytest.approx(8.41) and m["collectives"] == 2
+    # one synchronised BatchNorm of 2 channels: 3, 2, 3, 2 floats -> 1.5 * 10 * 4 B = 60 B and 4 x 0.06 s latency
+    bn = step_model(StepCosts(**{**C.__dict__, "bn_channels": (2,)}), 4, "data_parallel", **LINK)
+    assert bn["bn_allreduce_bytes"] == pytest.approx(60.0) and bn["collectives"] == 6
+    assert bn["step_s"] == pytest.approx(8.41 + 0.06 + 4 * 0.06)
     # more devices than samples: the network cannot drop below one sample's time
     assert step_model(C, 8, "data_parallel", **LINK)["net_s"] == pytest.approx(0.75)
 
