@@ -77,11 +77,18 @@ def _run_e2e(cfg, out_dir, cache_dir, variant, teacher, engine, warm_start, max_
     model = make_hybrid(base, array, cfg.optics, mode="crop", engine=engine, trainable_gain=True,
                         gain=unit_gain(base.conv1_channels, 3, cfg.optics.gain), cache_psf=False)
     fe: OpticalFrontEnd = model.first_layer
-    fe.match_gain(reference, method="norm")
-    model.to(device)
     n_el = fe.n_out * fe.n_in * 2
     extra = psf_step_flops(cfg, n_el, fe.window_px, engine, backward=True)
     shard, ckpt, log_csv, rank = _e2e_shard(fe, out_dir, e.network_parallel)
+    if shard is None:
+        fe.match_gain(reference, method="norm")
+        model.to(device)
+    else:  # the starting gain from the shards' PSFs: no process simulates the whole array
+        model.to(device)
+        if shard.active:
+            shard.array.to(device)
+        with torch.no_grad(), fe.injected_psf(shard.gather(shard.compute())):
+            fe.match_gain(reference.to(device), method="norm")
     if shard is not None and shard.data_parallel:
         from ..distributed.data_parallel import convert_sync_batchnorm
         convert_sync_batchnorm(model)
