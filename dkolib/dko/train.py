@@ -446,12 +446,16 @@ def _with_passband_penalty(loss_fn: Callable, optics_cfg, weight: float, passban
 
 def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter | None = None,
                max_seconds: float | None = None, max_flops: float | None = None,
-               progress: bool = True) -> DepthNet:
+               progress: bool = True, lr_decay_at: float | None = None,
+               lr_decay_factor: float = 0.1) -> DepthNet:
     """Stage 1: train the all-electronic network; writes ``out_dir/model.pt`` and ``out_dir/log.csv``.
 
     Constant learning rate (so that the equal-budget study's snapshots of the same run are this
     run truncated), until the validation plateau rule (``stage1.plateau_patience``) or
-    ``stage1.steps``; the log's last step is the step count that defines the budget unit. With
+    ``stage1.steps``; the log's last step is the step count that defines the budget unit.
+    ``lr_decay_at`` (a fraction of ``stage1.steps``; None: the constant rate) multiplies the rate by
+    ``lr_decay_factor`` from that step on: the schedules of the stage-1 convergence study
+    (``scripts/stage1_convergence.py``), not the main chain's stage 1. With
     ``stage1.passband_weight > 0`` the loss also penalises first-layer energy outside the aperture's
     passband (an optics-aware stage 1, :func:`dkolib.optics.realisability.passband_penalty`).
 
@@ -471,7 +475,8 @@ def run_stage1(cfg: Config, out_dir: Path, cache_dir: Path, budget: BudgetMeter 
     train_loop(model, [{"params": list(model.parameters()), "lr": s1.lr}], train_set,
                steps=s1.steps, batch_size=s1.batch_size, seed=cfg.seed, log_csv=out_dir / "log.csv",
                ckpt=out_dir / "ckpt.pt", loss_fn=loss_fn,
-               weight_decay=s1.weight_decay, lr_decay_at=None, eval_fn=_val_eval_fn(val_set, cfg),
+               weight_decay=s1.weight_decay, lr_decay_at=lr_decay_at, lr_decay_factor=lr_decay_factor,
+               eval_fn=_val_eval_fn(val_set, cfg),
                eval_every=s1.eval_every, checkpoint_every=s1.checkpoint_every, budget=budget,
                max_seconds=max_seconds, max_flops=max_flops, plateau_patience=s1.plateau_patience,
                plateau_tol=s1.plateau_tol, progress=progress, desc="stage1")

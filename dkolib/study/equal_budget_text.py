@@ -210,9 +210,12 @@ def cost_sentence(run_ratios: dict) -> str:
 
 
 def references_table(stage1_metrics: pd.DataFrame | None, tta: pd.DataFrame | None,
-                     metrics=("abs_rel", "a1", "rmse"), split: str = "synthetic_test") -> pd.DataFrame:
+                     metrics=("abs_rel", "a1", "rmse"), split: str = "synthetic_test",
+                     convergence: pd.DataFrame | None = None) -> pd.DataFrame:
     """The constant predictor and the electronic network after its full stage 1 (``stage1/metrics.csv``,
-    rows of ``split``), and the electronic network at 1x C_ref in this study (``tta``'s reference
+    rows of ``split``), the same network trained to convergence (``convergence``: the chosen row of
+    ``stage1/convergence.csv``, its ``test_<metric>`` columns, when given and not the main chain's own
+    stage 1), and the electronic network at 1x C_ref in this study (``tta``'s reference
     values, mean over seeds, per engine and axis), and under sensor noise that network through ideal
     optics with the same noise (the noisy targets' reference): one row each, one column per metric."""
     rows = []
@@ -222,6 +225,13 @@ def references_table(stage1_metrics: pd.DataFrame | None, tta: pd.DataFrame | No
             if model in table.index:
                 rows.append({"reference": f"{label} (`stage1/metrics.csv`, {split})",
                              **{METRIC_NAMES[m]: float(table.loc[model, m]) for m in metrics if m in table}})
+    if convergence is not None and "chosen" in convergence and convergence["chosen"].any():
+        chosen = convergence[convergence["chosen"].astype(bool)].iloc[0]
+        if chosen.name != convergence.index[0]:  # row 0 is the main chain's stage 1, listed above
+            rows.append({"reference": f"electronic network, best schedule of the stage-1 convergence study "
+                                      f"(`stage1/convergence.csv`, `{chosen['schedule']}` chosen on validation, "
+                                      "synthetic_test)",
+                         **{METRIC_NAMES[m]: float(chosen[f"test_{m}"]) for m in metrics if f"test_{m}" in chosen}})
     if tta is not None and len(tta):
         for ev, label in (("crop", "electronic network at 1x C_ref"),
                           ("full_psf_noise", "electronic network through ideal optics, sensor noise, at 1x C_ref")):
