@@ -111,10 +111,12 @@ rule all:
         "results/benchmarks/psf_engines.csv",
         "results/benchmarks/training_throughput.csv",
         f"{R}/readme_results.md",
+        # the stage-1 schedules are the default profile's (scripts/stage1_convergence.py)
+        *([f"{R}/stage1/convergence.csv"] if PROFILE == "default" else []),
 
 
 # Everything but the equal-budget study, the run's longest part: stage 1, DKO, its fine-tunes,
-# E2E, the physical evaluation, the stage-2 studies, the tolerance study, the sensor study and the layout.
+# E2E (its own step count, and at 1x and 4x the DKO run's FLOPs), the physical evaluation, the stage-2 studies, the tolerance study, the sensor study and the layout.
 rule main_chain:
     input:
         # as in `all`: the uncommitted dataset cache makes a fresh clone recompute the chain
@@ -215,6 +217,28 @@ rule stage1:
         f"{BENCH}/stage1.tsv"
     shell:
         f"python scripts/train_stage1.py --profile {PROFILE} --out {R}/stage1 --quiet --set threads={{threads}}"
+
+
+rule stage1_convergence:
+    # is the electronic reference a ceiling? the stage-1 network trained from scratch under other
+    # schedules (longer, step decay), chosen on validation, its test AbsRel beside the main chain's
+    params:
+        config=cfg_hash(*NET),
+    input:
+        data=expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+        log=f"{R}/stage1/log.csv",
+        metrics=f"{R}/stage1/metrics.csv",
+    output:
+        csv=f"{R}/stage1/convergence.csv",
+        fig=f"{FIG}/stage1_convergence.png",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/stage1_convergence.tsv"
+    shell:
+        f"python scripts/stage1_convergence.py --profile {PROFILE} --quiet --set threads={{threads}} "
+        "--out {output.csv}"
 
 
 # ---------------------------------------------------------------- DKO and E2E designs
@@ -336,6 +360,35 @@ rule e2e:
         f"--set threads={T}"
 
 
+rule e2e_budget:
+    # the E2E baseline at 1x and 4x C_ref (the main chain's DKO run, stage 1 + stage 2), constant
+    # learning rate as in the equal-budget study; the 4x run continues the 1x run's checkpoint
+    priority: 10
+    params:
+        config=cfg_hash(*OPT),
+        start=lambda wc: "" if wc.fraction == "1" else f"--start-from {R}/e2e_1x/ckpt.pt",
+    input:
+        data=expand(f"{DATA}/{{split}}.npz", split=SPLITS),
+        dko=f"{R}/dko/model.pt",
+        start=lambda wc: [] if wc.fraction == "1" else [f"{R}/e2e_1x/ckpt.pt"],
+    output:
+        model=f"{R}/e2e_{{fraction}}x/model.pt",
+        ckpt=f"{R}/e2e_{{fraction}}x/ckpt.pt",
+        log=f"{R}/e2e_{{fraction}}x/log.csv",
+    wildcard_constraints:
+        fraction="1|4",
+    threads: T * NPROC
+    resources:
+        cpu_slots=T * NPROC,
+        gpu=GPUS,
+    benchmark:
+        f"{BENCH}/e2e_budget.{{fraction}}.tsv"
+    shell:
+        f"{LAUNCH} scripts/train_e2e.py --profile {PROFILE} --variant joint --out {R}/e2e_{{wildcards.fraction}}x "
+        f"--quiet --set threads={T} --budget-of {{input.dko}} --budget-fraction {{wildcards.fraction}} "
+        "{params.start}"
+
+
 rule physical_eval:
     priority: 10
     params:
@@ -347,6 +400,8 @@ rule physical_eval:
         dko_ft_psf=f"{R}/dko_finetune_psf/model.pt",
         dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
         e2e=f"{R}/e2e/model.pt",
+        e2e_1x=f"{R}/e2e_1x/model.pt",
+        e2e_4x=f"{R}/e2e_4x/model.pt",
     output:
         f"{R}/physical_eval.csv",
     threads: T
@@ -358,7 +413,7 @@ rule physical_eval:
         f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
         "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} "
         "dko_finetune_psf={input.dko_ft_psf} dko_finetune_noise={input.dko_ft_noise} e2e={input.e2e} "
-        "--ideal-optics {input.stage1}"
+        "e2e_1x={input.e2e_1x} e2e_4x={input.e2e_4x} --ideal-optics {input.stage1}"
 
 
 rule operating_point:
@@ -390,6 +445,7 @@ rule tolerances:
         dko_ft=f"{R}/dko_finetune/model.pt",
         dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
         e2e=f"{R}/e2e/model.pt",
+        e2e_4x=f"{R}/e2e_4x/model.pt",
     output:
         f"{R}/tolerances.csv",
     threads: T
@@ -400,7 +456,7 @@ rule tolerances:
     shell:
         f"python scripts/tolerance_study.py --profile {PROFILE} --threads {{threads}} --quiet "
         "--design dko={input.dko} dko_finetune={input.dko_ft} dko_finetune_noise={input.dko_ft_noise} "
-        "e2e={input.e2e} --stage1 {input.stage1} "
+        "e2e={input.e2e} e2e_4x={input.e2e_4x} --stage1 {input.stage1} "
         "--out {output}"
 
 

@@ -128,7 +128,11 @@ def stage1_section(paths: ProfilePaths) -> str:
     metrics = _read(paths.stage1 / "metrics.csv")
     if metrics is None:
         return ""
-    return ("### Stage 1: the electronic network (`stage1/metrics.csv`)\n\n" + _table(metrics) + "\n")
+    from .stage1_convergence import convergence_section
+
+    return ("### Stage 1: the electronic network (`stage1/metrics.csv`)\n\n" + _table(metrics) + "\n"
+            + convergence_section(paths, _figure(paths, "stage1_convergence",
+                                                 "Stage 1's validation AbsRel under other schedules", paths.root)))
 
 
 def dko_section(paths: ProfilePaths) -> str:
@@ -266,8 +270,11 @@ def physical_sentence(phys: pd.DataFrame) -> str:
         best = abs_rel.loc[dko, mode].idxmin()
         text = (f"`{mode}`: best DKO design `{best}` at {_fmt(abs_rel.loc[best, mode])} "
                 f"({_fmt(abs_rel.loc[best, mode] / ref[mode])}x the electronic network")
-        if "e2e" in abs_rel.index:
+        e2e = [d for d in ("e2e", "e2e_1x", "e2e_4x") if d in abs_rel.index]
+        if e2e == ["e2e"]:
             text += f"; E2E {_fmt(abs_rel.loc['e2e', mode])}"
+        elif e2e:
+            text += "; E2E " + ", ".join(f"`{d}` {_fmt(abs_rel.loc[d, mode])}" for d in e2e)
         if mode == "full_psf_noise" and "ideal_optics" in abs_rel.index:
             bound = abs_rel.loc["ideal_optics", mode]
             text += f"; ideal optics {_fmt(bound)}, {_fmt(bound / ref[mode])}x"
@@ -426,7 +433,8 @@ def equal_budget_section(paths: ProfilePaths, tta: pd.DataFrame | None = None) -
             "ratio_vs_dko", "ratio_ci_lo", "ratio_ci_hi", "ratio_n_resamples"]
     table = sel[[c for c in keep if c in sel]].sort_values(["engine", "budget_fraction", "method"])
     axis = f", {sel['budget_axis'].iloc[0]} budget axis" if "budget_axis" in sel and len(sel) else ""
-    refs = references_table(_read(paths.stage1 / "metrics.csv"), tta)
+    refs = references_table(_read(paths.stage1 / "metrics.csv"), tta,
+                            convergence=_read(paths.stage1 / "convergence.csv"))
     text = (f"### Equal budget (`equal_budget_summary.csv`, idealised crop evaluation{axis})\n\n"
             "Budget fractions are multiples of C_ref, the cost of one full DKO run (stage 1 + stage 2); "
             "`ratio_vs_dko` is the method's AbsRel divided by DKO's at the same budget, with a bootstrap "
