@@ -7,7 +7,9 @@
 Trains the profile's stage-1 network from scratch (same seed, data and batch) under each schedule,
 without the main chain's plateau stop (:mod:`dkolib.study.stage1_convergence`), chooses the schedule
 with the lowest validation AbsRel (the main chain's own stage 1 included) and reports every
-schedule's test AbsRel beside the main chain's. Writes ``results/<profile>/stage1/convergence.csv``
+schedule's test AbsRel beside the main chain's, and builds the profile's DKO design (stage 2) on the
+chosen network, evaluated on the test split as the physical evaluation does (``--no-dko`` skips it).
+Writes ``results/<profile>/stage1/convergence.csv``
 and the validation curves ``figures/<profile>/stage1_convergence.png``;
 each schedule's run is kept under ``--work`` (``log.csv`` and a resumable ``ckpt.pt``) and resumed
 after an interrupt.
@@ -29,9 +31,11 @@ from dkolib.errors import InputError  # noqa: E402
 from dkolib.io import write_csv  # noqa: E402
 from dkolib.study.cli import require_existing, run_cli  # noqa: E402
 from dkolib.study.paths import ProfilePaths  # noqa: E402
+from dkolib.study.pipeline import evaluate_designs, run_dko_stage2  # noqa: E402
 from dkolib.study.reports import stage1_metrics  # noqa: E402
 from dkolib.study.stage1_convergence import (  # noqa: E402
-    TEST_METRICS, convergence_table, last_validation, parse_schedule, plot_convergence, schedule_row)
+    DKO_MODES, TEST_METRICS, convergence_table, last_validation, parse_schedule, plot_convergence, schedule_row,
+    with_dko_design)
 
 
 def _test_metrics(metrics: pd.DataFrame) -> dict:
@@ -40,6 +44,21 @@ def _test_metrics(metrics: pd.DataFrame) -> dict:
         raise InputError("the stage-1 metrics hold no electronic / synthetic_test row: rerun notebook 02 "
                          "(it writes stage1/metrics.csv)")
     return row.iloc[0].to_dict()
+
+
+def _with_dko(table: pd.DataFrame, run_dir: Path, cfg, paths: ProfilePaths) -> pd.DataFrame:
+    """The profile's stage 2 on the chosen schedule's network (resumed in ``run_dir/dko``), its budget in
+    units of the main chain's DKO run and its test AbsRel, evaluated as the physical evaluation does."""
+    require_existing(("main chain DKO summary", paths.dko / "summary.csv"),
+                     hint=": run the main chain's DKO first (snakemake ... results/<profile>/dko/model.pt)")
+    dko_dir = run_dir / "dko"
+    if not (dko_dir / "summary.csv").exists():
+        print(f"DKO stage 2 on {run_dir.name}", flush=True)
+        run_dko_stage2(cfg, run_dir / "model.pt", dko_dir, progress=False)
+    summary = pd.read_csv(dko_dir / "summary.csv").iloc[0]
+    c_ref = float(pd.read_csv(paths.dko / "summary.csv")["total_flops"].iloc[0])
+    rows = evaluate_designs(cfg, {"dko": dko_dir / "model.pt"}, split="test", seed=0, evals=DKO_MODES)
+    return with_dko_design(table, c_ref, float(summary["total_flops"]), dict(zip(rows["eval"], rows["abs_rel"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="runs (default results/<profile>/stage1/convergence)")
     ap.add_argument("--out", type=Path, default=None, help="default results/<profile>/stage1/convergence.csv")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-dko", action="store_true",
+                    help="skip the DKO design on the chosen schedule (stage 2 + test evaluation)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
 
@@ -83,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(schedule_row(sched, logs[sched.name],
                                  _test_metrics(stage1_metrics(model, cfg_s, paths.data_cache))))
     table = convergence_table(main_row, rows)
+    chosen = table[table["chosen"]].iloc[0]
+    if chosen["schedule"] != main_row["schedule"] and not args.no_dko:
+        table = _with_dko(table, work / chosen["schedule"].replace(":", "_"), cfg, paths)
     print(table.to_string(index=False))
     write_csv(table, out)
     plot_convergence(logs, table, path=paths.figures / "stage1_convergence")

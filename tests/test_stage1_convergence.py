@@ -80,7 +80,7 @@ def test_the_sentence_names_the_chosen_schedule_and_sets_the_best_hybrid_beside_
                                       _row("decay0.75:16000", 0.17, 0.14, steps=16000)])
     assert "A longer schedule did not read better on validation" in convergence_sentence(longer)
     # the noisy row (0.10) is not the crop mode: the best crop hybrid is dko_finetune at 0.150 > 0.138
-    assert "`dko_finetune` at 0.15, is not below that ceiling (1.09x)" in text
+    assert "The main chain's best hybrid design on the idealised crop, `dko_finetune` at 0.15, is not below that ceiling (1.09x)" in text
     table = convergence_table(main, [_row("constant:4000", 0.21, 0.19)])
     assert "no schedule beats the main chain's stage 1" in convergence_sentence(table)
 
@@ -110,3 +110,19 @@ def test_the_readme_part_is_empty_without_the_study_and_holds_its_table_and_verd
     text = convergence_section(paths, "![fig](x.png)")
     assert "| decay0.75:8000 |" in text and "`decay0.75:8000` reads test AbsRel 0.126" in text
     assert text.endswith("![fig](x.png)")
+
+
+def test_the_dko_design_on_the_chosen_network_is_set_beside_the_main_chain_dko_and_e2e_at_4x():
+    from dkolib.study.stage1_convergence import convergence_sentence, with_dko_design
+
+    table = convergence_table(_row("main chain", 0.20, 0.184), [_row("decay0.75:16000", 0.11, 0.11)])
+    # C_ref 1e13 FLOPs, the design 4e13: 4x; on the chosen row only
+    table = with_dko_design(table, 1.0e13, 4.0e13, {"crop": 0.111, "full_psf_noise": 0.306})
+    assert table["dko_budget_fraction"].tolist()[1] == 4.0 and pd.isna(table["dko_budget_fraction"].iloc[0])
+    phys = pd.DataFrame({"design": ["dko", "dko", "e2e_4x", "e2e_4x"], "eval": ["crop", "full_psf_noise"] * 2,
+                         "abs_rel": [0.175, 0.384, 0.249, 0.358]})
+    text = convergence_sentence(table, phys)
+    assert ("DKO built on that network (the profile's stage 2, 4x C_ref in all) reads AbsRel 0.111 (crop) / "
+            "0.306 (full_psf_noise), against the main chain's DKO (1x) 0.175 / 0.384; E2E at 4x 0.249 / 0.358.") in text
+    with pytest.raises(InputError, match="C_ref must be > 0"):
+        with_dko_design(table, 0.0, 4.0e13, {})

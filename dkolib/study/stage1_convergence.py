@@ -82,6 +82,48 @@ def convergence_table(main: dict, rows: list[dict]) -> pd.DataFrame:
     return table[COLUMNS]
 
 
+DKO_MODES = ("crop", "full_psf_noise")
+"""Evaluation modes of the DKO design built on the chosen schedule (``dko_<mode>_abs_rel`` columns)."""
+
+
+def with_dko_design(table: pd.DataFrame, c_ref_flops: float, dko_flops: float, abs_rel: dict) -> pd.DataFrame:
+    """``table`` with the DKO design built on its chosen schedule's network: ``dko_budget_fraction``
+    (its stage 1 + stage 2 FLOPs ``dko_flops`` over ``c_ref_flops``, the main chain's DKO run) and
+    ``dko_<mode>_abs_rel`` for each mode of ``abs_rel`` (mode -> test AbsRel), on the chosen row only."""
+    if c_ref_flops <= 0:
+        raise InputError(f"C_ref must be > 0 FLOPs, got {c_ref_flops}")
+    out = table.copy()
+    chosen = out.index[out["chosen"].astype(bool)][0]
+    out["dko_budget_fraction"] = float("nan")
+    out.loc[chosen, "dko_budget_fraction"] = float(dko_flops) / float(c_ref_flops)
+    for mode in DKO_MODES:
+        out[f"dko_{mode}_abs_rel"] = float("nan")
+        if mode in abs_rel:
+            out.loc[chosen, f"dko_{mode}_abs_rel"] = float(abs_rel[mode])
+    return out
+
+
+def dko_sentence(table: pd.DataFrame, physical: pd.DataFrame | None) -> str:
+    """The DKO design on the chosen schedule beside the main chain's DKO and E2E at 4x C_ref
+    (``physical``: ``physical_eval.csv``, same test split and noise seed), or ``''``."""
+    from .markdown import _fmt
+
+    if "dko_budget_fraction" not in table or not table["dko_budget_fraction"].notna().any():
+        return ""
+    row = table[table["dko_budget_fraction"].notna()].iloc[0]
+    got = {m: row.get(f"dko_{m}_abs_rel") for m in DKO_MODES}
+    text = (f" DKO built on that network (the profile's stage 2, {_fmt(row['dko_budget_fraction'])}x C_ref in all) "
+            "reads AbsRel " + " / ".join(f"{_fmt(v)} ({m})" for m, v in got.items() if pd.notna(v)))
+    if physical is not None:
+        ref = physical.pivot_table(index="design", columns="eval", values="abs_rel")
+        others = [(d, label) for d, label in (("dko", "the main chain's DKO (1x)"), ("e2e_4x", "E2E at 4x"))
+                  if d in ref.index]
+        if others:
+            text += ", against " + "; ".join(
+                f"{label} " + " / ".join(_fmt(ref.loc[d, m]) for m in got if m in ref.columns) for d, label in others)
+    return text + "."
+
+
 def convergence_section(paths, figure_markdown: str = "") -> str:
     """The README's part on the study (``paths``: a :class:`~dkolib.study.paths.ProfilePaths`): the
     table, :func:`convergence_sentence` and the figure's markdown; empty without the table."""
@@ -149,16 +191,18 @@ def convergence_sentence(table: pd.DataFrame, physical: pd.DataFrame | None = No
         else:
             text += ("A longer schedule did not read better on validation: this figure is the ceiling of the "
                      "schedules tried.")
+    text += dko_sentence(table, physical)
     if physical is not None and not physical.empty:
         crop = physical[(physical["eval"] == "crop") & ~physical["design"].isin(["electronic", "ideal_optics"])]
         if not crop.empty:
             best = crop.loc[crop["abs_rel"].idxmin()]
             ceiling = float(chosen["test_abs_rel"])
             verdict = "below" if best["abs_rel"] < ceiling else "not below"
-            text += (f" The best hybrid design on the idealised crop, `{best['design']}` at "
+            text += (f" The main chain's best hybrid design on the idealised crop, `{best['design']}` at "
                      f"{_fmt(best['abs_rel'])}, is {verdict} that ceiling ({_fmt(best['abs_rel'] / ceiling)}x).")
     return text
 
 
-__all__ = ["COLUMNS", "Schedule", "convergence_section", "convergence_sentence", "convergence_table", "last_validation", "parse_schedule",
-           "plot_convergence", "schedule_row", "TEST_METRICS"]
+__all__ = ["COLUMNS", "DKO_MODES", "Schedule", "TEST_METRICS", "convergence_section", "convergence_sentence",
+           "convergence_table", "dko_sentence", "last_validation", "parse_schedule", "plot_convergence",
+           "schedule_row", "with_dko_design"]
