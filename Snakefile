@@ -579,6 +579,7 @@ rule readme_results:
         f"{R}/time_to_accuracy.csv",
         "results/costs.csv",
         f"{R}/notebooks/06_figures.ipynb",
+        *([f"{R}/stage1/convergence.csv"] if PROFILE == "default" else []),
     output:
         f"{R}/readme_results.md",
     benchmark:
