@@ -34,7 +34,7 @@ from dkolib.study.paths import ProfilePaths  # noqa: E402
 from dkolib.study.pipeline import evaluate_designs, run_dko_stage2  # noqa: E402
 from dkolib.study.reports import stage1_metrics  # noqa: E402
 from dkolib.study.stage1_convergence import (  # noqa: E402
-    DKO_MODES, TEST_METRICS, convergence_table, last_validation, parse_schedule, plot_convergence, schedule_row,
+    DKO_MODES, Schedule, chosen_row, convergence_table, parse_schedule, plot_convergence, schedule_row,
     with_dko_design)
 
 
@@ -87,13 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or stage1 / "convergence.csv"
 
     main_log, main_test = pd.read_csv(stage1 / "log.csv"), _test_metrics(pd.read_csv(stage1 / "metrics.csv"))
-    main_row = {"schedule": "main chain (constant, plateau stop)", "steps": int(main_log["step"].iloc[-1]),
-                "lr_decay_at": None, "lr_decay_factor": None, "flops": float(main_log["flops"].iloc[-1]),
-                "val_abs_rel": last_validation(main_log),
-                **{f"test_{m}": float(main_test[m]) for m in TEST_METRICS}}
-    rows, logs = [], {main_row["schedule"]: main_log}
+    main_row = schedule_row(Schedule("main chain (constant, plateau stop)", int(main_log["step"].iloc[-1]), None),
+                            main_log, main_test)
+    rows, logs, run_dirs = [], {main_row["schedule"]: main_log}, {}
     for sched in schedules:
-        run_dir = work / sched.name.replace(":", "_")
+        run_dir = run_dirs[sched.name] = work / sched.name.replace(":", "_")
         cfg_s = cfg.replace({"stage1.steps": sched.steps, "stage1.plateau_patience": 0})
         if not (run_dir / "model.pt").exists():
             print(f"stage 1, schedule {sched.name}", flush=True)
@@ -104,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(schedule_row(sched, logs[sched.name],
                                  _test_metrics(stage1_metrics(model, cfg_s, paths.data_cache))))
     table = convergence_table(main_row, rows)
-    chosen = table[table["chosen"]].iloc[0]
+    chosen = chosen_row(table)
     if chosen["schedule"] != main_row["schedule"] and not args.no_dko:
-        table = _with_dko(table, work / chosen["schedule"].replace(":", "_"), cfg, paths)
+        table = _with_dko(table, run_dirs[chosen["schedule"]], cfg, paths)
     print(table.to_string(index=False))
     write_csv(table, out)
     plot_convergence(logs, table, path=paths.figures / "stage1_convergence")

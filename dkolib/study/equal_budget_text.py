@@ -226,7 +226,9 @@ def references_table(stage1_metrics: pd.DataFrame | None, tta: pd.DataFrame | No
                 rows.append({"reference": f"{label} (`stage1/metrics.csv`, {split})",
                              **{METRIC_NAMES[m]: float(table.loc[model, m]) for m in metrics if m in table}})
     if convergence is not None and "chosen" in convergence and convergence["chosen"].any():
-        chosen = convergence[convergence["chosen"].astype(bool)].iloc[0]
+        from .stage1_convergence import chosen_row
+
+        chosen = chosen_row(convergence)
         if chosen.name != convergence.index[0]:  # row 0 is the main chain's stage 1, listed above
             rows.append({"reference": f"electronic network, best schedule of the stage-1 convergence study "
                                       f"(`stage1/convergence.csv`, `{chosen['schedule']}` chosen on validation, "

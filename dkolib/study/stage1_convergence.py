@@ -82,6 +82,11 @@ def convergence_table(main: dict, rows: list[dict]) -> pd.DataFrame:
     return table[COLUMNS]
 
 
+def chosen_row(table: pd.DataFrame) -> pd.Series:
+    """The row of a :func:`convergence_table` (or ``stage1/convergence.csv``) chosen on validation."""
+    return table[table["chosen"].astype(bool)].iloc[0]
+
+
 DKO_MODES = ("crop", "full_psf_noise")
 """Evaluation modes of the DKO design built on the chosen schedule (``dko_<mode>_abs_rel`` columns)."""
 
@@ -93,7 +98,7 @@ def with_dko_design(table: pd.DataFrame, c_ref_flops: float, dko_flops: float, a
     if c_ref_flops <= 0:
         raise InputError(f"C_ref must be > 0 FLOPs, got {c_ref_flops}")
     out = table.copy()
-    chosen = out.index[out["chosen"].astype(bool)][0]
+    chosen = chosen_row(out).name
     out["dko_budget_fraction"] = float("nan")
     out.loc[chosen, "dko_budget_fraction"] = float(dko_flops) / float(c_ref_flops)
     for mode in DKO_MODES:
@@ -154,7 +159,7 @@ def plot_convergence(logs: dict[str, pd.DataFrame], table: pd.DataFrame, path=No
         ax.plot(v["flops"], v["val_abs_rel"], lw=2.4 if i == 0 else 1.3, color=colour, label=name,
                 zorder=3 if i == 0 else 2)
         ax.plot(v["flops"].iloc[-1], v["val_abs_rel"].iloc[-1], "o", color=colour, ms=6, zorder=4)
-    chosen = table[table["chosen"].astype(bool)].iloc[0]
+    chosen = chosen_row(table)
     ax.axhline(float(chosen["test_abs_rel"]), color="0.4", ls=":", lw=1.2,
                label=f"chosen ({chosen['schedule']}), test AbsRel")
     ax.set_xlabel("training FLOPs")
@@ -174,7 +179,7 @@ def convergence_sentence(table: pd.DataFrame, physical: pd.DataFrame | None = No
     explain, a hybrid below the main chain's only a sign that stage 1 stopped early)."""
     from .markdown import _fmt
 
-    main, chosen = table.iloc[0], table[table["chosen"]].iloc[0]
+    main, chosen = table.iloc[0], chosen_row(table)
     text = (f"Is the electronic network a ceiling? Trained from scratch under other schedules without the plateau "
             f"stop ({', '.join(f'`{s}`' for s in table['schedule'].iloc[1:])}) and chosen on validation, ")
     if chosen["schedule"] == main["schedule"]:
@@ -203,6 +208,6 @@ def convergence_sentence(table: pd.DataFrame, physical: pd.DataFrame | None = No
     return text
 
 
-__all__ = ["COLUMNS", "DKO_MODES", "Schedule", "TEST_METRICS", "convergence_section", "convergence_sentence",
-           "convergence_table", "dko_sentence", "last_validation", "parse_schedule", "plot_convergence",
-           "schedule_row", "with_dko_design"]
+__all__ = ["COLUMNS", "DKO_MODES", "Schedule", "TEST_METRICS", "chosen_row", "convergence_section",
+           "convergence_sentence", "convergence_table", "dko_sentence", "last_validation", "parse_schedule",
+           "plot_convergence", "schedule_row", "with_dko_design"]
