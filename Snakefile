@@ -74,6 +74,8 @@ def files_hash(*paths):
 
 NET = ("seed", "threads", "data", "model", "stage1")
 OPT = NET + ("optics", "dko", "e2e")
+# the back ends fine-tuned on noisy whole-sensor images by the sensor study
+SENSOR_TUNED = [f"{R}/{d}_finetune_sensor/model.pt" for d in CFG.sensor.finetune_designs]
 
 
 # The run's wall time (not run for dry runs, nor when there is nothing to do).
@@ -106,17 +108,19 @@ rule all:
         f"{R}/layout/summary.csv",
         f"{R}/tolerances.csv",
         f"{R}/sensor/sensor_eval.csv",
+        f"{R}/dko/crosstalk.csv",
         f"{R}/equal_budget.csv",
         "results/costs.csv",
         "results/benchmarks/psf_engines.csv",
         "results/benchmarks/training_throughput.csv",
+        "results/benchmarks/sensor_cost.csv",
         f"{R}/readme_results.md",
         # the stage-1 schedules are the default profile's (scripts/stage1_convergence.py)
         *([f"{R}/stage1/convergence.csv"] if PROFILE == "default" else []),
 
 
 # Everything but the equal-budget study, the run's longest part: stage 1, DKO, its fine-tunes,
-# E2E (its own step count, and at 1x and 4x the DKO run's FLOPs), the physical evaluation, the stage-2 studies, the tolerance study, the sensor study and the layout.
+# E2E (its own step count, and at 1x and 4x the DKO run's FLOPs), the physical evaluation, the stage-2 studies, the tolerance study, the sensor and crosstalk studies and the layout.
 rule main_chain:
     input:
         # as in `all`: the uncommitted dataset cache makes a fresh clone recompute the chain
@@ -127,6 +131,7 @@ rule main_chain:
         f"{R}/layout/summary.csv",
         f"{R}/tolerances.csv",
         f"{R}/sensor/sensor_eval.csv",
+        f"{R}/dko/crosstalk.csv",
 
 
 # ---------------------------------------------------------------- optics inputs
@@ -156,6 +161,21 @@ rule bench_psf:
         f"{BENCH}/bench_psf.tsv"
     shell:
         "python scripts/bench_psf_engines.py"
+
+
+rule bench_sensor:
+    # one whole-sensor PSF per wavelength and one noisy frame, at the default and the paper's size
+    params:
+        config=profiles_hash(["default", "paper"], ("optics", "model", "data", "sensor")),
+        code=files_hash("scripts/bench_sensor.py", "dkolib/optics/sensor_psf.py", "dkolib/optics/sensor.py"),
+    output:
+        "results/benchmarks/sensor_cost.csv",
+    resources:
+        cpu_slots=1,
+    benchmark:
+        f"{BENCH}/bench_sensor.tsv"
+    shell:
+        "python scripts/bench_sensor.py --sizes default paper --threads 1 --out {output}"
 
 
 rule bench_training:
@@ -390,9 +410,12 @@ rule e2e_budget:
 
 
 rule physical_eval:
+    # every design in the paper's crop, the whole PSF (with noise) and on the whole sensor (with noise); the
+    # sensor study runs first: it computes the whole-sensor PSFs (cached) and the sensor-tuned back ends
     priority: 10
     params:
-        config=cfg_hash(*OPT),
+        config=cfg_hash(*OPT, "sensor"),
+        tuned=" ".join(f"{d}_finetune_sensor={R}/{d}_finetune_sensor/model.pt" for d in CFG.sensor.finetune_designs),
     input:
         stage1=f"{R}/stage1/model.pt",
         dko=f"{R}/dko/model.pt",
@@ -402,6 +425,8 @@ rule physical_eval:
         e2e=f"{R}/e2e/model.pt",
         e2e_1x=f"{R}/e2e_1x/model.pt",
         e2e_4x=f"{R}/e2e_4x/model.pt",
+        sensor=f"{R}/sensor/sensor_eval.csv",
+        tuned=SENSOR_TUNED,
     output:
         f"{R}/physical_eval.csv",
     threads: T
@@ -411,9 +436,10 @@ rule physical_eval:
         f"{BENCH}/physical_eval.tsv"
     shell:
         f"python scripts/evaluate_designs.py --profile {PROFILE} --out {{output}} --threads {{threads}} "
+        "--evals crop full_psf full_psf_noise sensor sensor_noise "
         "--design electronic={input.stage1} dko={input.dko} dko_finetune={input.dko_ft} "
         "dko_finetune_psf={input.dko_ft_psf} dko_finetune_noise={input.dko_ft_noise} e2e={input.e2e} "
-        "e2e_1x={input.e2e_1x} e2e_4x={input.e2e_4x} --ideal-optics {input.stage1}"
+        "e2e_1x={input.e2e_1x} e2e_4x={input.e2e_4x} {params.tuned} --ideal-optics {input.stage1}"
 
 
 rule operating_point:
@@ -433,6 +459,31 @@ rule operating_point:
     shell:
         f"python scripts/operating_point.py --profile {PROFILE} --stage1 {{input}} --threads {{threads}} "
         f"--out {{output.csv}} --figure {FIG}/dko_operating_point"
+
+
+rule crosstalk_study:
+    # stage 2 against crosstalk: each leakage weight's design on the whole sensor (light in the kernel, own
+    # region, neighbours' regions) beside its kernel fidelity; the operating point's stage-2 runs are reused
+    params:
+        config=cfg_hash(*OPT, "sensor"),
+    input:
+        stage1=f"{R}/stage1/model.pt",
+        dko=f"{R}/dko/model.pt",
+        # runs after the operating point (whose stage-2 runs it reuses) and the sensor study (whose cached
+        # PSFs of the profile's design it reuses), never beside them
+        operating=f"{R}/dko/operating_point.csv",
+        sensor=f"{R}/sensor/sensor_eval.csv",
+    output:
+        csv=f"{R}/dko/crosstalk.csv",
+        fig=f"{FIG}/dko_crosstalk.png",
+    threads: T
+    resources:
+        cpu_slots=T,
+    benchmark:
+        f"{BENCH}/crosstalk_study.tsv"
+    shell:
+        f"python scripts/crosstalk_study.py --profile {PROFILE} --stage1 {{input.stage1}} --threads {{threads}} "
+        f"--quiet --out {{output.csv}} --figure {FIG}/dko_crosstalk"
 
 
 rule tolerances:
@@ -462,33 +513,24 @@ rule tolerances:
 
 rule sensor_study:
     # every design read on the whole sensor: halo, crosstalk, noise on the sum (dkolib.optics.sensor), and
-    # the DKO and E2E back ends fine-tuned on noisy whole-sensor images
+    # the back ends of sensor.finetune_designs (DKO's and the 4x E2E's) fine-tuned on noisy whole-sensor images
     params:
         config=cfg_hash(*OPT, "sensor"),
+        designs=" ".join(f"{d}={R}/{d}/model.pt" for d in CFG.sensor.designs),
+        finetune=" ".join(f"{d}={R}/{d}_finetune_sensor" for d in CFG.sensor.finetune_designs),
     input:
-        stage1=f"{R}/stage1/model.pt",
-        dko=f"{R}/dko/model.pt",
-        dko_ft=f"{R}/dko_finetune/model.pt",
-        dko_ft_psf=f"{R}/dko_finetune_psf/model.pt",
-        dko_ft_noise=f"{R}/dko_finetune_noise/model.pt",
-        e2e=f"{R}/e2e/model.pt",
+        [f"{R}/stage1/model.pt"] + [f"{R}/{d}/model.pt" for d in CFG.sensor.designs],
     output:
-        light=f"{R}/sensor/light_budget.csv",
-        table=f"{R}/sensor/sensor_eval.csv",
-        cost=f"{R}/sensor/cost.csv",
-        frame=f"{FIG}/sensor_frame.png",
-        dko_finetune=f"{R}/dko_finetune_sensor/model.pt",
-        e2e_finetune=f"{R}/e2e_finetune_sensor/model.pt",
+        [f"{R}/sensor/light_budget.csv", f"{R}/sensor/sensor_eval.csv", f"{R}/sensor/cost.csv",
+         f"{FIG}/sensor_frame.png"] + SENSOR_TUNED,
     threads: T
     resources:
         cpu_slots=T,
     benchmark:
         f"{BENCH}/sensor_study.tsv"
     shell:
-        f"python scripts/sensor_study.py --profile {PROFILE} --stage1 {{input.stage1}} --threads {{threads}} "
-        "--no-progress --design dko={input.dko} dko_finetune={input.dko_ft} dko_finetune_psf={input.dko_ft_psf} "
-        "dko_finetune_noise={input.dko_ft_noise} e2e={input.e2e} "
-        f"--finetune dko={R}/dko_finetune_sensor e2e={R}/e2e_finetune_sensor"
+        f"python scripts/sensor_study.py --profile {PROFILE} --stage1 {R}/stage1/model.pt --threads {{threads}} "
+        "--no-progress --design {params.designs} --finetune {params.finetune}"
 
 
 rule layout:
@@ -527,7 +569,8 @@ NB_INPUTS = {
     "07_tolerances": [f"{R}/tolerances.csv"],
     "08_your_own_optics": [],
     "09_resnet18_example": [],  # makes its own data; its optics are the profile's (default: OpticalConv2d's own)
-    "10_whole_sensor": [f"{R}/sensor/sensor_eval.csv", f"{R}/sensor/light_budget.csv", f"{R}/sensor/cost.csv"],
+    "10_whole_sensor": [f"{R}/sensor/sensor_eval.csv", f"{R}/sensor/light_budget.csv", f"{R}/sensor/cost.csv",
+                        f"{R}/dko/crosstalk.csv"],
 }
 
 
@@ -575,9 +618,11 @@ rule readme_results:
         f"{R}/tolerances.csv",
         f"{R}/layout/summary.csv",
         f"{R}/sensor/sensor_eval.csv",
+        f"{R}/dko/crosstalk.csv",
         f"{R}/equal_budget_summary.csv",
         f"{R}/time_to_accuracy.csv",
         "results/costs.csv",
+        "results/benchmarks/sensor_cost.csv",
         f"{R}/notebooks/06_figures.ipynb",
         *([f"{R}/stage1/convergence.csv"] if PROFILE == "default" else []),
     output:

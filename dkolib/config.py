@@ -230,6 +230,10 @@ class ToleranceConfig:
                                       f"(SI units), got {v!r}{hint}")
 
 
+#: the main chain's optical designs a profile may read on the whole sensor
+SENSOR_DESIGNS = ("dko", "dko_finetune", "dko_finetune_psf", "dko_finetune_noise", "e2e", "e2e_1x", "e2e_4x")
+
+
 @dataclass(frozen=True)
 class SensorConfig:
     """The whole sensor under the array (:mod:`dkolib.optics.sensor`, ``scripts/sensor_study.py``), SI units."""
@@ -248,12 +252,25 @@ class SensorConfig:
     """Gaps the sensor study tries on the DKO design (besides ``gap_m``)."""
     study_baffle_walls_m: tuple = field(default=(), metadata={"may_be_empty": True})
     """Baffle heights the sensor study tries on the DKO design (may be empty: no baffle)."""
+    designs: tuple = ("dko", "dko_finetune", "dko_finetune_psf", "dko_finetune_noise", "e2e")
+    """The designs read on the whole sensor (the sensor study, and the physical evaluation's
+    ``sensor`` modes); names of the main chain's designs."""
+    finetune_designs: tuple = ("dko", "e2e")
+    """Designs (among ``designs``) whose back ends are fine-tuned on noisy whole-sensor images,
+    as ``<name>_finetune_sensor``."""
 
     def __post_init__(self):
         for name in ("study_gaps_m", "study_baffle_walls_m"):
             for v in getattr(self, name):
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                     raise ConfigError(f"config key 'sensor.{name}' must list lengths in metres in [0, 1], got {v!r}")
+        unknown = [d for d in self.designs if d not in SENSOR_DESIGNS]
+        if unknown:
+            raise ConfigError(f"config key 'sensor.designs' names {unknown}: choose among {list(SENSOR_DESIGNS)}")
+        stray = [d for d in self.finetune_designs if d not in self.designs]
+        if stray:
+            raise ConfigError(f"config key 'sensor.finetune_designs' names {stray}, which 'sensor.designs' "
+                              f"({list(self.designs)}) does not read: add them there or drop them here")
 
 
 @dataclass(frozen=True)

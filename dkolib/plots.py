@@ -168,13 +168,38 @@ def plot_fidelity(channels: pd.DataFrame, elements: pd.DataFrame):
 
 
 def plot_physical_eval(frame: pd.DataFrame, metric: str = "abs_rel"):
-    """Grouped bars: ``metric`` per design, one bar per evaluation mode (crop / full PSF / + noise)."""
+    """Grouped bars: ``metric`` per design, one bar per evaluation mode (crop / full PSF / + noise /
+    whole sensor / + noise)."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    n = frame["design"].nunique()
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.75 * n + 1.5), 3.4))
     sns.barplot(data=frame, x="design", y=metric, hue="eval", ax=ax)
     ax.set(xlabel="", ylabel=metric)
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     ax.legend(frameon=False, fontsize=8, title=None)
+    fig.tight_layout()
+    return fig
+
+
+def plot_crosstalk(table: pd.DataFrame, profile_weight: float | None = None):
+    """Kernel error against the light in the neighbours' regions, one point per leakage weight
+    (:func:`dkolib.study.crosstalk.crosstalk_table`); the profile's weight ringed."""
+    t = table.sort_values("leakage_weight")
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.plot(t["neighbours"], t["err_elem"], marker="o")
+    for _, r in t.iterrows():
+        ax.annotate(f"{r['leakage_weight']:g}", (r["neighbours"], r["err_elem"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    if profile_weight is not None and (t["leakage_weight"] == profile_weight).any():
+        r = t[t["leakage_weight"] == profile_weight].iloc[0]
+        ax.plot([r["neighbours"]], [r["err_elem"]], marker="o", ms=14, mfc="none", mec="k", ls="none",
+                label="the profile's weight")
+        ax.legend(frameon=False, fontsize=8)
+    ax.set(xlabel="light in the neighbours' read-out regions (fraction of the aperture's)",
+           ylabel="kernel error (per metasurface)", title="stage 2: fidelity against crosstalk (leakage weight)")
     fig.tight_layout()
     return fig
 

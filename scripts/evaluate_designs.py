@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate designs idealised (crop kernel) and physically (full PSF, full PSF + noise).
+"""Evaluate designs idealised (crop kernel) and physically (full PSF, full PSF + noise, whole sensor).
 
     python scripts/evaluate_designs.py --profile default \
         --design electronic=results/default/stage1/model.pt \
@@ -7,7 +7,7 @@
                  dko_finetune=results/default/dko_finetune/model.pt \
                  e2e=results/default/e2e/model.pt \
         [--stage1 results/default/stage1/model.pt] [--out results/default/physical_eval.csv] \
-        [--evals crop full_psf full_psf_noise] [--seed 0] [--split test] [--max-items N] \
+        [--evals crop full_psf full_psf_noise sensor sensor_noise] [--seed 0] [--split test] [--max-items N] \
         [--ideal-optics results/default/stage1/model.pt]
 
 Each design is ``name=path`` where ``path`` is a ``train.save_model`` checkpoint
@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from dkolib.study.cli import parse_designs, require_existing, run_cli  # noqa: E402
 from dkolib.config import load_config, parse_overrides  # noqa: E402
 from dkolib.dko.evaluation import EVAL_MODES  # noqa: E402
+from dkolib.dko.sensor_eval import SENSOR_MODES  # noqa: E402
 from dkolib.io import set_threads, write_csv  # noqa: E402
 from dkolib.study.paths import ProfilePaths  # noqa: E402
 from dkolib.study.pipeline import evaluate_designs  # noqa: E402
@@ -51,7 +52,9 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--design", nargs="+", required=True, metavar="NAME=PATH")
     ap.add_argument("--stage1", type=Path, default=None, help="stage-1 checkpoint for DKO array folders")
     ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/physical_eval.csv")
-    ap.add_argument("--evals", nargs="+", default=list(EVAL_MODES), choices=EVAL_MODES)
+    ap.add_argument("--evals", nargs="+", default=list(EVAL_MODES), choices=EVAL_MODES + SENSOR_MODES,
+                    help="modes (default: the three single-window ones); 'sensor' / 'sensor_noise' read "
+                         "every optical design from the whole sensor (PSFs cached under cache/sensor/<profile>)")
     ap.add_argument("--seed", type=int, default=0, help="sensor-noise seed")
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-items", type=int, default=None)
@@ -81,7 +84,7 @@ def main(argv=None) -> pd.DataFrame:
         raise SystemExit("no design was evaluated")
     result = evaluate_designs(cfg, designs, split=args.split, seed=args.seed, evals=args.evals,
                               engine=args.engine, max_items=args.max_items, stage1=args.stage1,
-                              cache_dir=args.cache_dir, ideal_optics=args.ideal_optics)
+                              cache_dir=args.cache_dir, ideal_optics=args.ideal_optics, progress=True)
     print(result.to_string(index=False))
     write_csv(result, out)
     print(f"wrote {out}")

@@ -101,6 +101,23 @@ def test_physical_sentence_names_the_best_dko_design_and_the_ideal_optics_bound(
     assert "ideal optics 0.3, 1.5x" in text
 
 
+def test_physical_sentence_reads_the_whole_sensor_against_the_bound_there():
+    """Hand table with the whole-sensor modes: the sensor-tuned design wins there, and its ratio to the
+    ideal-optics bound is taken in the same mode; a design without sensor rows is skipped there."""
+    rows = []
+    table = {"electronic": (0.2, 0.2, 0.2, 0.2), "dko": (0.21, 0.5, 1.5, 1.8),
+             "dko_finetune_sensor": (0.3, 0.4, 0.28, 0.33), "e2e_4x": (0.3, 0.35, 0.5, 0.8),
+             "e2e_4x_finetune_sensor": (0.5, 0.45, 0.4, 0.44), "ideal_optics": (0.2, 0.25, 0.2, 0.275)}
+    for design, values in table.items():
+        for mode, v in zip(("crop", "full_psf_noise", "sensor", "sensor_noise"), values):
+            rows.append({"design": design, "eval": mode, "abs_rel": v})
+    text = rr.physical_sentence(pd.DataFrame(rows))
+    assert "`sensor_noise`: best DKO design `dko_finetune_sensor` at 0.33 (1.65x the electronic network" in text
+    assert "`e2e_4x` 0.8, `e2e_4x_finetune_sensor` 0.44" in text
+    assert "ideal optics 0.275, 1.38x; the best DKO design is 1.2x that bound" in text
+    assert "`full_psf_noise`: best DKO design `dko_finetune_sensor` at 0.4 (2x" in text
+
+
 def test_tolerance_section_names_the_design_that_degrades_least(tmp_path):
     rows = [{"design": "electronic", "perturbation": "none", "level": 0.0, "unit": "", "draw": 0, "abs_rel": 0.2}]
     for design, base, rise in (("dko", 0.25, 0.01), ("e2e", 0.3, 0.1)):

@@ -298,3 +298,18 @@ def test_pipeline_timing_tables_are_report_only(trees):
     assert comparison.failures() == []
     dag = [r for r in comparison.rows if r.file == "dag_timing.csv"]
     assert {r.status for r in dag} == {"report"} and any(r.kind == "missing-row" for r in dag)
+
+
+def test_where_a_time_came_from_and_measured_memory_never_fail_a_reproduction():
+    """The sensor study's cost table: a rerun with a warm cache says 'cache' where the first run said
+    'computed', and its render time and peak memory move; none of that identifies or fails a row,
+    while the PSF window (a deterministic key) still must match."""
+    exp = pd.DataFrame({"design": ["dko", "e2e"], "psf_window_px": ["597x853"] * 2, "psf_s": [247.0, 242.0],
+                        "psf_source": ["computed", "computed"], "render_s_per_image": [0.08, 0.07],
+                        "peak_rss_mb": [4313.0, 8589.0]})
+    warm = exp.assign(psf_source=["cache", "cache"], render_s_per_image=[0.05, 0.09], peak_rss_mb=[9000.0, 9100.0])
+    report = rp.compare_tables({"sensor/cost.csv": exp}, {"sensor/cost.csv": warm})
+    assert report.failures() == [] and report.matched_rows["sensor/cost.csv"] == 2
+    assert "psf_source" not in rp.key_columns(exp, warm)
+    moved = warm.assign(psf_window_px=["597x853", "599x853"])
+    assert rp.compare_tables({"sensor/cost.csv": exp}, {"sensor/cost.csv": moved}).failures() != []

@@ -294,3 +294,118 @@ def test_readme_sensor_sentences_follow_hand_tables():
                         index=["gap 0 um", "gap 320 um", "gap 0 um, walls 2.51 mm"])
     text = setting_sentence(vpiv)
     assert "gap 320 um" in text and "from 1.8 to 1.3" in text and "0.02 of its light" in text
+
+
+# ---------------------------------------------------------------- ideal optics on the whole sensor
+def test_ideal_optics_on_the_whole_sensor_computes_the_electronic_layer():
+    """Ideal optics has no halo and no crosstalk: read from the whole sensor (regions edge to edge)
+    it gives the electronic first layer, checked against ``F.conv2d`` of the network's own weight;
+    with noise it differs, and the noise is drawn on the summed sensor at the profile's photons."""
+    import torch.nn.functional as F
+
+    from dkolib.depth.network import DepthNet
+    from dkolib.dko.sensor_eval import ideal_optics_sensor_model, ideal_sensor_psfs
+
+    torch.manual_seed(0)
+    cfg = load_config("smoke")
+    net = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size).eval()
+    H, W = 16, 24
+    sensor_cfg = SimpleNamespace(gap_m=cfg.sensor.gap_m)
+    x = torch.rand(2, 3, H, W)
+    model = ideal_optics_sensor_model(net, cfg.optics, sensor_cfg, (H, W), mode="sensor")
+    fe = model.first_layer
+    expected = F.conv2d(x, net.first_layer.weight.detach(), stride=2, padding=cfg.optics.kernel_size // 2)
+    with torch.no_grad():
+        assert torch.allclose(fe(x), expected, atol=1e-5)
+    # the PSF window reaches the neighbours, and all of each PSF's light sits in the kernel window
+    psfs, gain = ideal_sensor_psfs(net.first_layer.weight.detach(), fe.geometry)
+    R0, R1 = fe.geometry.halo_half_px()
+    assert psfs.shape[-2:] == (2 * R0 + 1, 2 * R1 + 1)
+    k = cfg.optics.kernel_size
+    core = psfs[:, R0 - k // 2:R0 + k // 2 + 1, R1 - k // 2:R1 + k // 2 + 1]
+    assert torch.allclose(core.sum((-2, -1)), psfs.sum((-2, -1))) and torch.allclose(core.sum((-2, -1)), torch.ones(len(psfs)))
+    # a wrong convention (a flipped kernel: convolution instead of correlation) does not pass
+    flipped = F.conv2d(x, net.first_layer.weight.detach().flip((-2, -1)), stride=2, padding=k // 2)
+    assert not torch.allclose(expected, flipped, atol=1e-3)
+    noisy = ideal_optics_sensor_model(net, cfg.optics, sensor_cfg, (H, W), mode="sensor_noise").first_layer
+    noisy.generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        diff = noisy(x) - expected
+    assert diff.abs().max() > 1e-3 and diff.abs().mean() < expected.abs().mean()
+
+
+def test_readme_sensor_sentence_measures_against_the_bound_on_the_same_sensor_and_e2e_on_the_same_images():
+    """Hand table: the ratio to ideal optics uses its whole-sensor noisy row (not the single-window one),
+    and the E2E compared is the one whose back end saw the same whole-sensor images."""
+    import pandas as pd
+
+    from dkolib.study.readme_sensor import sensor_sentence
+
+    piv = pd.DataFrame({"design": ["electronic", "ideal_optics", "dko", "dko_finetune_sensor", "e2e_4x",
+                                   "e2e_4x_finetune_sensor"],
+                        "full_psf_noise": [0.2, 0.25, 0.4, 0.38, 0.3, 0.5],
+                        "sensor_noise": [float("nan"), 0.26, 1.8, 0.312, 0.9, 0.45]})
+    text = sensor_sentence(piv)
+    # 0.312 / 0.2 = 1.56; 0.312 / 0.26 = 1.2; not 0.312 / 0.25 = 1.25
+    assert "`dko_finetune_sensor` at 0.312, 1.56x the electronic network" in text
+    assert "1.2x the bound ideal optics sets on the same sensor (0.26)" in text
+    assert "`e2e_4x_finetune_sensor`, reads 0.45, so DKO is better than E2E" in text
+    piv.loc[piv["design"] == "e2e_4x_finetune_sensor", "sensor_noise"] = 0.3
+    assert "not better than E2E" in sensor_sentence(piv)
+
+
+def test_sensor_designs_are_checked_when_the_config_loads():
+    from dkolib.config import ConfigError
+
+    cfg = load_config("default")
+    assert set(cfg.sensor.finetune_designs) <= set(cfg.sensor.designs)
+    with pytest.raises(ConfigError, match="sensor.finetune_designs"):
+        load_config("default", {"sensor.finetune_designs": ["e2e_1x"], "sensor.designs": ["dko"]})
+    with pytest.raises(ConfigError, match="sensor.designs"):
+        load_config("default", {"sensor.designs": ["dko", "e2e_9x"]})
+
+
+def test_a_whole_sensor_mode_without_psfs_is_refused_with_what_to_pass():
+    from dkolib.depth.network import DepthNet
+    from dkolib.dko.evaluation import evaluate_design
+    from dkolib.dko.frontend import make_hybrid
+
+    cfg = load_config("smoke", {"optics.n_cells": 33, "optics.meta_atom": "ideal"})
+    net = DepthNet(cfg.model, kernel_size=cfg.optics.kernel_size)
+    hybrid = make_hybrid(net, torch.nn.Module(), cfg.optics)
+    with pytest.raises(ValueError, match="sensor=\\(psfs, geometry\\)"):
+        evaluate_design(hybrid, [], cfg, evals=("sensor",))
+    with pytest.raises(ValueError, match="evals must be"):
+        evaluate_design(hybrid, [], cfg, evals=("whole",))
+
+
+def test_sensor_cost_benchmark_rows_and_sentence(tmp_path):
+    """The benchmark writes one PSF row per wavelength (the array's time scaled by the metasurfaces of
+    that wavelength) and one render row; the README sentence reads them."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from dkolib.study.readme_sensor import bench_sentence
+
+    out = tmp_path / "sensor_cost.csv"
+    subprocess.run([sys.executable, "scripts/bench_sensor.py", "--sizes", "smoke", "--repeats", "1", "--out", str(out)],
+                   check=True, capture_output=True)
+    table = pd.read_csv(out)
+    psf, render = table[table["part"] == "psf"], table[table["part"] == "render"]
+    cfg = load_config("smoke")
+    assert sorted(psf["wavelength_nm"]) == sorted(round(w * 1e9, 3) for w in cfg.optics.wavelengths_m)
+    E = int(render["n_elements"].iloc[0])
+    assert (psf["array_seconds_estimate"] / psf["seconds"]).round(6).eq(E / 3).all()
+    H, W = cfg.data.height, cfg.data.width
+    assert render["spectra_gb"].iloc[0] == pytest.approx(E * 3 * (2 * H - 1) * W * 8 / 1e9)
+    text = bench_sentence(pd.DataFrame([
+        {"size": "paper", "part": "psf", "wavelength_nm": 400.0, "seconds": 30.0, "array_seconds_estimate": 3600.0,
+         "n_elements": 384, "n_cells": 1025, "image_hw": "192x640", "psf_window_px": "5x5", "spectra_gb": None,
+         "peak_rss_mb": 2048.0},
+        {"size": "paper", "part": "render", "wavelength_nm": None, "seconds": 4.0, "array_seconds_estimate": None,
+         "n_elements": 384, "n_cells": 1025, "image_hw": "192x640", "psf_window_px": "5x5", "spectra_gb": 2.26,
+         "peak_rss_mb": 2048.0}]))
+    assert "one PSF 30 s at 400 nm, so about 1 CPU-hours" in text and "one noisy frame 4 s from 2.26 GB" in text
+    assert "peak 2 GB" in text

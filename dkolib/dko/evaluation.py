@@ -118,7 +118,7 @@ def _evaluate(model: nn.Module, dataset, cfg, seed: int, max_items: int | None,
 def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
                     evals: Iterable[str] = EVAL_MODES, seed: int = 0, design: str = "design",
                     max_items: int | None = None, engine: str | None = None,
-                    per_image: dict | None = None) -> pd.DataFrame:
+                    per_image: dict | None = None, sensor: tuple | None = None) -> pd.DataFrame:
     """Depth metrics of one design in each evaluation mode.
 
     Args:
@@ -127,7 +127,9 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
             ``mode -> model``.
         dataset: items ``{"rgb": [3, H, W], "depth_m": [1, H, W]}``.
         cfg: :class:`dkolib.config.Config` (depth range, noise levels via the front end).
-        evals: subset of ``('crop', 'full_psf', 'full_psf_noise')``.
+        evals: subset of ``('crop', 'full_psf', 'full_psf_noise')`` and of the whole-sensor modes
+            ``('sensor', 'sensor_noise')`` (:mod:`dkolib.dko.sensor_eval`), which a hybrid module
+            reads from ``sensor = (psfs, geometry)`` (a factory builds its own model per mode).
         seed: seeds the sensor noise (``train.evaluate(noise_seed=seed)``).
         design: value of the ``design`` column.
         max_items: evaluate only the first items (None: all).
@@ -137,10 +139,12 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
     Returns a DataFrame with columns ``design, eval, abs_rel, sq_rel, rmse, rmse_log, a1, a2, a3``,
     one row per mode. An electronic model is evaluated once; its row is repeated per mode.
     """
+    from .sensor_eval import SENSOR_MODES, sensor_model
+
     evals = tuple(evals)
-    bad = [e for e in evals if e not in EVAL_MODES]
+    bad = [e for e in evals if e not in EVAL_MODES + SENSOR_MODES]
     if bad or not evals:
-        raise ValueError(f"evals must be a non-empty subset of {EVAL_MODES}, got {evals}")
+        raise ValueError(f"evals must be a non-empty subset of {EVAL_MODES + SENSOR_MODES}, got {evals}")
     names = _metric_names()
     rows = []
     electronic_metrics = None
@@ -152,6 +156,11 @@ def evaluate_design(model: nn.Module | Callable[[str], nn.Module], dataset, cfg,
                 if electronic_metrics is None:
                     electronic_metrics = _evaluate(model, dataset, cfg, seed, max_items, electronic_images)
                 metrics, images = electronic_metrics, electronic_images
+            elif mode in SENSOR_MODES:
+                if sensor is None:
+                    raise ValueError(f"mode {mode!r} reads the whole sensor: pass sensor=(psfs, geometry) "
+                                     "(dkolib.dko.sensor_eval.sensor_psfs_for)")
+                metrics = _evaluate(sensor_model(model, *sensor, mode), dataset, cfg, seed, max_items, images)
             else:
                 with front_end_mode(model, mode, engine) as m:
                     metrics = _evaluate(m, dataset, cfg, seed, max_items, images)

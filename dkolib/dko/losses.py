@@ -101,6 +101,9 @@ def leakage_loss(psf_window: torch.Tensor, target: torch.Tensor, leakage_weight:
       the fitted gain must amplify, together with the sensor noise), so the leak is
       counted over the whole plane, i.e. ``1 - E_crop``; the constant 1 does not change
       gradients, it only keeps the term in ``[0, 1]`` for an energy-conserving surface.
+      On the sensor under an array this counts the halo on the metasurface's own read-out
+      region and the crosstalk on its neighbours' regions alike (the term does not see where
+      the missing light lands; ``scripts/crosstalk_study.py`` measures it at each weight).
     * A dark element's loss is the fraction of the aperture energy in the window.
     """
     if leakage_weight < 0:

@@ -128,5 +128,41 @@ def sensor_model(model: nn.Module, psfs: torch.Tensor, geometry: ArrayGeometry, 
     return with_first_layer(model, new)
 
 
-__all__ = ["SENSOR_MODES", "SensorFrontEnd", "baffle_sin_of", "geometry_for", "sensor_front_end_mode", "sensor_model",
-           "sensor_psfs_for"]
+def ideal_sensor_psfs(kernels: torch.Tensor, geometry: ArrayGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ideal optics on the whole sensor: ``(psfs [E, 2 R0 + 1, 2 R1 + 1], gain [C_out, C_in, 2])``.
+
+    Each metasurface puts all its light into the kernel window
+    (:func:`dkolib.dko.evaluation.ideal_optics_psf`) and none anywhere else, so no halo and no
+    crosstalk: the window is the one that reaches the neighbours
+    (:meth:`ArrayGeometry.halo_half_px`), zero outside the central ``k x k`` taps.
+    """
+    from .evaluation import ideal_optics_psf
+
+    psf, gain = ideal_optics_psf(kernels)
+    k = psf.shape[-1]
+    R0, R1 = geometry.halo_half_px()
+    out = psf.new_zeros((psf.shape[0], 2 * R0 + 1, 2 * R1 + 1))
+    out[:, R0 - k // 2:R0 - k // 2 + k, R1 - k // 2:R1 - k // 2 + k] = psf
+    return out, gain
+
+
+def ideal_optics_sensor_model(stage1_model: nn.Module, optics_cfg, sensor_cfg, image_hw: tuple[int, int],
+                              mode: str = "sensor_noise") -> nn.Module:
+    """The electronic ``stage1_model`` read through ideal optics on the whole sensor (eval mode).
+
+    The array sits on the sensor grid of ``sensor_cfg`` (its gap); each region receives exactly
+    its kernel, so ``'sensor'`` computes the electronic network and ``'sensor_noise'`` adds the
+    noise of ``optics_cfg`` drawn on the summed sensor: the bound on the whole sensor.
+    """
+    from ..optics.sensor import array_geometry
+
+    weight = stage1_model.first_layer.weight.detach()
+    n_out, n_in = weight.shape[:2]
+    geometry = array_geometry(optics_cfg, n_out * n_in * 2, n_in, image_hw, gap_m=sensor_cfg.gap_m)
+    psfs, gain = ideal_sensor_psfs(weight, geometry)
+    fe = SensorFrontEnd(nn.Module(), optics_cfg, n_out, n_in, psfs, geometry, mode=mode, gain=gain)
+    return with_first_layer(stage1_model, fe).eval()
+
+
+__all__ = ["SENSOR_MODES", "SensorFrontEnd", "baffle_sin_of", "geometry_for", "ideal_optics_sensor_model",
+           "ideal_sensor_psfs", "sensor_front_end_mode", "sensor_model", "sensor_psfs_for"]

@@ -175,22 +175,52 @@ def design_paths(paths: ProfilePaths) -> dict[str, Path]:
 
 
 def ensure_designs(cfg: Config, names, paths: ProfilePaths | None = None, progress: bool = True) -> dict[str, Path]:
-    """Build each named design of :func:`design_paths` that is missing; return ``{name: checkpoint}``."""
+    """Build each named design that is missing (those of :func:`design_paths` and the E2E budget runs
+    ``e2e_1x`` / ``e2e_4x``); return ``{name: checkpoint}``."""
     from .reports import ensure_stage1
 
     paths = paths or ProfilePaths(cfg.profile)
     builders = {"electronic": ensure_stage1, "dko": ensure_dko, "dko_finetune": ensure_dko_finetune,
                 "dko_finetune_psf": ensure_dko_finetune_psf, "dko_finetune_noise": ensure_dko_finetune_noise,
-                "e2e": ensure_e2e}
+                "e2e": ensure_e2e,
+                "e2e_1x": lambda c, p, progress: ensure_e2e_budget(c, p, 1, progress=progress),
+                "e2e_4x": lambda c, p, progress: ensure_e2e_budget(c, p, 4, progress=progress)}
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise ValueError(f"no design named {unknown}: choose among {sorted(builders)}")
     for name in names:
         builders[name](cfg, paths, progress=progress)
-    return {name: design_paths(paths)[name] for name in names}
+    where = {**design_paths(paths), **{f"e2e_{f}x": paths.results / f"e2e_{f}x" / "model.pt" for f in (1, 4)}}
+    return {name: where[name] for name in names}
+
+
+def ensure_e2e_budget(cfg: Config, paths: ProfilePaths | None = None, fraction: int = 1,
+                      progress: bool = True) -> Path:
+    """``results/<profile>/e2e_<fraction>x``: E2E trained to ``fraction`` x the FLOPs of the main chain's
+    DKO run, as the Snakemake rule ``e2e_budget`` trains it (``scripts/train_e2e.py --budget-of``; the
+    4x run continues the 1x run). Trained if missing (DKO first)."""
+    import subprocess
+    import sys
+
+    paths = paths or ProfilePaths(cfg.profile)
+    out = paths.results / f"e2e_{fraction:g}x"
+    if not (out / "model.pt").exists():
+        ensure_dko(cfg, paths, progress=progress)
+        start = []
+        if fraction != 1:
+            start = ["--start-from", str(ensure_e2e_budget(cfg, paths, 1, progress=progress) / "ckpt.pt")]
+        cmd = [sys.executable, str(paths.root / "scripts" / "train_e2e.py"), "--profile", cfg.profile,
+               "--variant", "joint", "--out", str(out), "--budget-of", str(paths.dko / "model.pt"),
+               "--budget-fraction", f"{fraction:g}", *start, *([] if progress else ["--quiet"])]
+        subprocess.run(cmd, check=True, cwd=paths.root)
+    return out
 
 
 def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test", seed: int = 0,
                      evals=("crop", "full_psf", "full_psf_noise"), engine: str | None = None,
                      max_items: int | None = None, stage1: Path | None = None,
-                     cache_dir: Path | None = None, ideal_optics: Path | None = None) -> pd.DataFrame:
+                     cache_dir: Path | None = None, ideal_optics: Path | None = None,
+                     sensor_cache: Path | None = None, progress: bool = False) -> pd.DataFrame:
     """Rows ``design, eval, <metrics>`` for every design in every evaluation mode.
 
     ``designs`` maps names to checkpoints or DKO folders (see
@@ -198,21 +228,49 @@ def evaluate_designs(cfg: Config, designs: dict[str, Path], split: str = "test",
     ``ideal_optics``: an electronic checkpoint whose network is also evaluated through ideal
     optics (:func:`dkolib.dko.evaluation.ideal_optics_model`), as design ``'ideal_optics'``: the
     bound that sensor noise sets on every design at the profile's photon level.
+    ``evals`` may include the whole-sensor modes ``sensor`` / ``sensor_noise``
+    (:mod:`dkolib.dko.sensor_eval`): every optical design is then read from the whole sensor at the
+    profile's ``sensor.gap_m`` and ``sensor.baffle_wall_m``, its PSFs computed once (minutes for the
+    default array) and cached under ``sensor_cache`` (default ``cache/sensor/<profile>``, shared
+    with the sensor study); ideal optics there has no halo and no crosstalk.
     """
     from ..depth.data import get_dataset
-    from ..dko.evaluation import evaluate_design, ideal_optics_model
+    from ..dko.evaluation import evaluate_design, find_frontend, ideal_optics_model
+    from ..dko.sensor_eval import SENSOR_MODES, baffle_sin_of, geometry_for, ideal_optics_sensor_model
+    from .sensor_study import cached_sensor_psfs
 
-    dataset = get_dataset(cfg, split, cache_dir or ProfilePaths(cfg.profile).data_cache)
+    paths = ProfilePaths(cfg.profile)
+    dataset = get_dataset(cfg, split, cache_dir or paths.data_cache)
+    image_hw = tuple(dataset[0]["rgb"].shape[-2:])
+    sensor_cache = Path(sensor_cache) if sensor_cache is not None else paths.root / "cache" / "sensor" / cfg.profile
+    wants_sensor = any(e in SENSOR_MODES for e in evals)
     frames = []
     for name, path in designs.items():
         model = load_design(path, cfg, stage1=stage1, engine=engine)
+        sensor = None
+        if wants_sensor and find_frontend(model) is not None:
+            geometry = geometry_for(model, cfg.sensor, cfg.optics, image_hw)
+            psfs, _ = cached_sensor_psfs(model, cfg, geometry, baffle_sin_of(cfg.sensor, cfg.optics), sensor_cache,
+                                         progress=progress)
+            sensor = (psfs, geometry)
         frames.append(evaluate_design(model, dataset, cfg, evals=evals, seed=seed, design=name,
-                                      max_items=max_items, engine=engine))
+                                      max_items=max_items, engine=engine, sensor=sensor))
     if ideal_optics is not None:
         base = load_design(ideal_optics, cfg)
-        frames.append(evaluate_design(lambda mode: ideal_optics_model(base, cfg.optics, mode), dataset, cfg,
-                                      evals=evals, seed=seed, design="ideal_optics", max_items=max_items))
+
+        def ideal(mode):
+            if mode in SENSOR_MODES:
+                return ideal_optics_sensor_model(base, cfg.optics, cfg.sensor, image_hw, mode)
+            return ideal_optics_model(base, cfg.optics, mode)
+
+        frames.append(evaluate_design(ideal, dataset, cfg, evals=evals, seed=seed, design="ideal_optics",
+                                      max_items=max_items))
     return pd.concat(frames, ignore_index=True)
+
+
+#: the physical evaluation's modes: the paper's crop, the whole PSF in one window (with noise), the
+#: whole sensor (with noise)
+PHYSICAL_EVAL_MODES = ("crop", "full_psf", "full_psf_noise", "sensor", "sensor_noise")
 
 
 def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progress: bool = True) -> pd.DataFrame:
@@ -220,8 +278,9 @@ def ensure_physical_eval(cfg: Config, paths: ProfilePaths | None = None, progres
     paths = paths or ProfilePaths(cfg.profile)
     out = paths.results / "physical_eval.csv"
     if not out.exists():
-        designs = ensure_designs(cfg, design_paths(paths), paths, progress=progress)
-        write_csv(evaluate_designs(cfg, designs, ideal_optics=designs["electronic"]), out)
+        names = ("electronic", "dko", "dko_finetune", "dko_finetune_psf", "dko_finetune_noise", "e2e")
+        designs = ensure_designs(cfg, names, paths, progress=progress)
+        write_csv(evaluate_designs(cfg, designs, evals=PHYSICAL_EVAL_MODES, ideal_optics=designs["electronic"]), out)
     return pd.read_csv(out)
 
 

@@ -16,9 +16,9 @@ import pandas as pd
 from .markdown import _fmt, _read, _renamed, _table, splice_between
 from .paths import ProfilePaths
 from .readme_bench import e2e_measured_section, e2e_scaling_section, scaling_section
-from .readme_budgets import e2e_budget_sentence
 from .readme_claims import paper_run_ratios
 from .readme_fab import as_fabricated_section, cell_pitch_section, optics_aware_section
+from .readme_physical import physical_section, physical_sentence  # noqa: F401 - re-exported
 from .readme_sensor import sensor_section
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -237,49 +237,6 @@ def paper_geometry_text(paths: ProfilePaths) -> str:
             f"{study['channels'].iloc[0]}, `scripts/synthesis_study.py --set optics.n_cells=1025 --set "
             "optics.sensor_distance_m=1.0e-2`, measured outside the DAG, `dko/synthesis_paper_geometry.csv`):\n\n"
             + _table(rows[list(cols)].rename(columns=cols)) + "\n")
-
-
-def physical_section(paths: ProfilePaths) -> str:
-    phys = _read(paths.results / "physical_eval.csv")
-    if phys is None:
-        return ""
-    pivot = phys.pivot_table(index="design", columns="eval", values="abs_rel").reset_index()
-    return ("### Idealised versus physical evaluation (`physical_eval.csv`, AbsRel, test split)\n\n"
-            "`crop`: the idealised k x k kernel; `full_psf`: the sensor image rendered with the whole PSF "
-            "window; `full_psf_noise`: plus shot and read noise. `dko_finetune` fine-tunes the back end on "
-            "the crop kernel (as the paper does), `dko_finetune_psf` on full-PSF sensor images, "
-            "`dko_finetune_noise` on the noisy sensor images the camera delivers (whole PSF window and sensor "
-            "noise: its back end's normalisation expects noise, so it is meant for that mode only). `ideal_optics` is the electronic network read "
-            "through optics that deliver its exact kernels with all the light in the kernel window, under the "
-            "same noise: the bound that the photon level sets on a design that keeps the electronic back "
-            "end.\n\n" + _table(pivot) + "\n\n" + physical_sentence(phys) + "\n\n"
-            + e2e_budget_sentence(paths) + "\n")
-
-
-def physical_sentence(phys: pd.DataFrame) -> str:
-    """The physical-evaluation targets in words: best DKO design per mode against the electronic network."""
-    abs_rel = phys.pivot_table(index="design", columns="eval", values="abs_rel")
-    if "electronic" not in abs_rel.index:
-        return ""
-    ref = abs_rel.loc["electronic"]
-    dko = [d for d in abs_rel.index if d.startswith("dko")]
-    parts = []
-    for mode in ("crop", "full_psf", "full_psf_noise"):
-        if mode not in abs_rel or not dko:
-            continue
-        best = abs_rel.loc[dko, mode].idxmin()
-        text = (f"`{mode}`: best DKO design `{best}` at {_fmt(abs_rel.loc[best, mode])} "
-                f"({_fmt(abs_rel.loc[best, mode] / ref[mode])}x the electronic network")
-        e2e = [d for d in ("e2e", "e2e_1x", "e2e_4x") if d in abs_rel.index]
-        if e2e == ["e2e"]:
-            text += f"; E2E {_fmt(abs_rel.loc['e2e', mode])}"
-        elif e2e:
-            text += "; E2E " + ", ".join(f"`{d}` {_fmt(abs_rel.loc[d, mode])}" for d in e2e)
-        if mode == "full_psf_noise" and "ideal_optics" in abs_rel.index:
-            bound = abs_rel.loc["ideal_optics", mode]
-            text += f"; ideal optics {_fmt(bound)}, {_fmt(bound / ref[mode])}x"
-        parts.append(text + ")")
-    return "Against the electronic network: " + "; ".join(parts) + "." if parts else ""
 
 
 def operating_point_section(paths: ProfilePaths) -> str:

@@ -37,7 +37,8 @@ def paper_psf_scale(default_cfg, paper_cfg, image_hw_default, image_hw_paper) ->
 
 
 def sensor_sentence(piv: pd.DataFrame) -> str:
-    """The whole-sensor targets in words: the best DKO design under noise against the references."""
+    """The whole-sensor targets in words: the best DKO design under noise against the electronic
+    network, the ideal-optics bound on the same sensor and E2E read from the same images."""
     t = piv.set_index("design")
     if "sensor_noise" not in t or "electronic" not in t.index:
         return ""
@@ -49,13 +50,19 @@ def sensor_sentence(piv: pd.DataFrame) -> str:
     best = noisy[dko].idxmin()
     ref = t.loc["electronic", "full_psf_noise"]
     text = (f"On the noisy whole sensor the best DKO design is `{best}` at {_fmt(noisy[best])}, "
-            f"{_fmt(noisy[best] / ref)}x the electronic network")
-    if "ideal_optics" in t.index and pd.notna(t.loc["ideal_optics", "full_psf_noise"]):
-        bound = t.loc["ideal_optics", "full_psf_noise"]
-        text += f" and {_fmt(noisy[best] / bound)}x the ideal-optics bound ({_fmt(bound)})"
+            f"{_fmt(noisy[best] / ref)}x the electronic network ({_fmt(ref)})")
+    if "ideal_optics" in t.index:
+        on_sensor = pd.notna(t.loc["ideal_optics"].get("sensor_noise", float("nan")))
+        bound = t.loc["ideal_optics", "sensor_noise" if on_sensor else "full_psf_noise"]
+        if pd.notna(bound):
+            where = "on the same sensor" if on_sensor else "in one window per metasurface"
+            text += f" and {_fmt(noisy[best] / bound)}x the bound ideal optics sets {where} ({_fmt(bound)})"
     if e2e:
-        b2 = noisy[e2e].idxmin()
-        text += f"; the best E2E design, `{b2}`, reads {_fmt(noisy[b2])}"
+        tuned = [d for d in e2e if d.endswith("_finetune_sensor")]
+        b2 = noisy[tuned or e2e].idxmin()
+        what = "E2E with a back end trained on the same noisy whole-sensor images" if tuned else "the best E2E design"
+        verdict = "better than" if noisy[best] < noisy[b2] else "not better than"
+        text += f"; {what}, `{b2}`, reads {_fmt(noisy[b2])}, so DKO is {verdict} E2E there"
     if "full_psf_noise" in t and pd.notna(t.loc[best, "full_psf_noise"]):
         text += (f". Read through one window per metasurface the same design scored "
                  f"{_fmt(t.loc[best, 'full_psf_noise'])}")
@@ -89,6 +96,29 @@ def setting_sentence(vpiv: pd.DataFrame) -> str:
             f"{_fmt(rest.loc[best, 'sensor_noise'])} under noise, with "
             f"{_fmt(rest.loc[best, vpiv.columns[-1]])} of its light in the neighbours' regions "
             f"(from {_fmt(base[vpiv.columns[-1]])}); what is left is the halo on each metasurface's own region.")
+
+
+def bench_sentence(bench: pd.DataFrame) -> str:
+    """The whole sensor's cost at each benchmarked size (``results/benchmarks/sensor_cost.csv``,
+    ``scripts/bench_sensor.py``): one PSF per wavelength and one frame, measured; the array's PSFs
+    estimated from them."""
+    parts = []
+    for size, g in bench.groupby("size", sort=False):
+        psf = g[g["part"] == "psf"]
+        render = g[g["part"] == "render"]
+        if not len(psf) or not len(render):
+            continue
+        r = render.iloc[0]
+        per_wl = ", ".join(f"{_fmt(row['seconds'])} s at {row['wavelength_nm']:g} nm" for _, row in psf.iterrows())
+        parts.append(f"`{size}` ({int(r['n_elements'])} metasurfaces of {int(r['n_cells'])} cells, {r['image_hw']} "
+                     f"regions, PSF window {r['psf_window_px']} px): one PSF {per_wl}, so about "
+                     f"{_fmt(psf['array_seconds_estimate'].sum() / 3600)} CPU-hours for the array's PSFs; one "
+                     f"noisy frame {_fmt(r['seconds'])} s from {_fmt(r['spectra_gb'])} GB of region spectra; "
+                     f"peak {_fmt(r['peak_rss_mb'] / 1024)} GB")
+    if not parts:
+        return ""
+    return ("Measured on one thread by `scripts/bench_sensor.py` (`results/benchmarks/sensor_cost.csv`; a random "
+            "phase per PSF, the array's PSF time scaled from them): " + "; ".join(parts) + ".")
 
 
 def sensor_section(paths: ProfilePaths) -> str:
@@ -135,8 +165,10 @@ def sensor_section(paths: ProfilePaths) -> str:
               "(`full_psf_noise`: today's single-window rendering; `sensor`: the whole sensor; "
               "`sensor_noise`: plus shot and read noise drawn on the summed sensor). The gains are the "
               "designs' own, unchanged; `*_finetune_sensor` are back ends fine-tuned on noisy whole-sensor "
-              f"images, the optics frozen ({cfg.sensor.finetune_steps} steps each, `sensor.finetune_steps`). Ideal optics has no halo, so its `full_psf_noise` is also its "
-              "whole-sensor value." + refs, "", _table(piv), "", sensor_sentence(piv), "",
+              f"images, the optics frozen ({cfg.sensor.finetune_steps} steps each, `sensor.finetune_steps`). Ideal "
+              "optics (the electronic kernels, all the light in the kernel window) has no halo and no crosstalk: "
+              "its `sensor` row is the electronic network's, its `sensor_noise` row the bound that noise on the "
+              "summed sensor sets." + refs, "", _table(piv), "", sensor_sentence(piv), "",
               below_constant_sentence(piv, constant), ""]
     variants = table[(table["design"] == "dko") & table["gap_m"].notna()].copy()
     if len(variants) > 2:
@@ -150,8 +182,22 @@ def sensor_section(paths: ProfilePaths) -> str:
         parts += ["The DKO design with more space or with walls between its metasurfaces (walls as an angular "
                   "cut-off, `sensor_psf.baffle_sin_for_wall`):", "", _table(vpiv.reset_index()), "",
                   setting_sentence(vpiv), ""]
+    crosstalk = _read(paths.dko / "crosstalk.csv")
+    if crosstalk is not None and len(crosstalk) > 1:
+        from .crosstalk import crosstalk_sentence
+
+        shown = crosstalk[["leakage_weight", "kernel", "own_region", "neighbours", "err_elem", "corr_elem"]].rename(
+            columns={"leakage_weight": "leakage weight", "own_region": "own region",
+                     "neighbours": "neighbours' regions", "err_elem": "kernel error", "corr_elem": "correlation"})
+        parts += [f"Stage 2 against crosstalk (`dko/crosstalk.csv`): the whole kernel bank synthesised at each "
+                  f"leakage weight of `dko.operating_weights` (the profile's: {_fmt(cfg.dko.leakage_weight)}), "
+                  "each design on the same sensor; fractions of each aperture's light, mean over metasurfaces, "
+                  "beside the per-metasurface kernel error and correlation:", "", _table(shown), "",
+                  crosstalk_sentence(crosstalk), ""]
     if cost is not None and len(cost):
         c = cost[cost["psf_s"].notna()]
+        if "psf_source" in c:  # a time measured in this run, not read from a cache or another design's row
+            c = c[c["psf_source"] == "computed"]
         # prefer a design computed at the profile's own setting (a cached array has no time)
         at_base = c[(c["gap_m"] == gap) & (c["baffle_wall_m"] == wall)]
         c = at_base if len(at_base) else c
@@ -162,23 +208,28 @@ def sensor_section(paths: ProfilePaths) -> str:
                     f"its {int(row['n_elements'])} PSFs ({_fmt(per_el)} s each, window {row['psf_window_px']} px, "
                     f"this machine's CPU), {_fmt(row['render_s_per_image'])} s per whole-sensor image; the "
                     f"study's process peaked at {_fmt(row['peak_rss_mb'] / 1024)} GB.")
-            try:
-                paper = load_config("paper")
-                scale = paper_psf_scale(cfg, paper, (cfg.data.height, cfg.data.width),
-                                        (paper.data.height, paper.data.width))
-                text += (f" At the paper's size (384 metasurfaces of {paper.optics.n_cells} cells, "
-                         f"{paper.data.height} x {paper.data.width} images) one PSF costs about {_fmt(scale)}x as "
-                         f"much (kept frequencies per axis, shortest wavelength): about "
-                         f"{_fmt(per_el * scale * 384 / 3600)} CPU-hours for the array, scaled, not measured.")
-            except Exception as err:  # noqa: BLE001 - an estimate that cannot be made is left out, not fatal
-                text += f" (no paper-size estimate: {err})"
+            bench = _read(paths.root / "results" / "benchmarks" / "sensor_cost.csv")
+            if bench is not None and bench_sentence(bench):
+                text += " " + bench_sentence(bench)
+            else:
+                try:
+                    paper = load_config("paper")
+                    scale = paper_psf_scale(cfg, paper, (cfg.data.height, cfg.data.width),
+                                            (paper.data.height, paper.data.width))
+                    text += (f" At the paper's size (384 metasurfaces of {paper.optics.n_cells} cells, "
+                             f"{paper.data.height} x {paper.data.width} images) one PSF costs about {_fmt(scale)}x as "
+                             f"much (kept frequencies per axis, shortest wavelength): about "
+                             f"{_fmt(per_el * scale * 384 / 3600)} CPU-hours for the array, scaled, not measured.")
+                except Exception as err:  # noqa: BLE001 - an estimate that cannot be made is left out, not fatal
+                    text += f" (no paper-size estimate: {err})"
             parts += [text, ""]
     for name, caption in (("sensor_frame", "the whole sensor under the DKO array"),
-                          ("sensor_light_budget", "where each metasurface's light lands")):
+                          ("sensor_light_budget", "where each metasurface's light lands"),
+                          ("dko_crosstalk", "stage 2: kernel error against crosstalk")):
         png = paths.figures / f"{name}.png"
         if png.exists():
             parts.append(f"![{caption}]({png.relative_to(paths.root).as_posix()})\n")
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["below_constant_sentence", "paper_psf_scale", "sensor_section", "sensor_sentence", "setting_sentence"]
+__all__ = ["below_constant_sentence", "bench_sentence", "paper_psf_scale", "sensor_section", "sensor_sentence", "setting_sentence"]

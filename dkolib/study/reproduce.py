@@ -75,7 +75,9 @@ IDENTIFIER_FLOATS = ("budget_fraction", "lr_mult")
 NON_KEY_INTEGERS = ("steps", "ref_step", "n_seeds", "ratio_n_seeds", "threads")
 """Integer columns that are outcomes (or machine settings), compared as values, not matched on."""
 TIMING_SUBSTRINGS = ("wall", "cpu_s", "seconds", "spent_s", "budget_s", "_per_s", "img_s", "throughput", "time",
-                     "_ms", "mem_mb", "speedup", "threads")
+                     "_ms", "mem_mb", "rss", "_s_per_", "speedup", "threads")
+TIMING_TEXT_COLUMNS = ("psf_source",)
+"""Text columns that say where a measured time came from (measured, cached, shared): timing too."""
 TIMING_DIRS = ("benchmarks",)
 TIMING_FILES = ("dag_timing.csv", "dag_jobs.csv")
 """Tables of how long the pipeline's jobs took (``scripts/dag_timing.py``): timing only."""
@@ -153,7 +155,7 @@ class Comparison:
 def is_timing_column(name: str) -> bool:
     """Measured times, throughput, peak memory, threads: ``wall_s``, ``seconds_per_iter``, ``peak_mem_mb``, ..."""
     low = name.lower()
-    return low.endswith("_s") or any(s in low for s in TIMING_SUBSTRINGS)
+    return low.endswith("_s") or low in TIMING_TEXT_COLUMNS or any(s in low for s in TIMING_SUBSTRINGS)
 
 
 def _in_dirs(label: str, names: Iterable[str]) -> bool:
@@ -265,8 +267,8 @@ def key_columns(expected: pd.DataFrame, actual: pd.DataFrame) -> list[str]:
     """Columns that identify a row (see module docstring), in the expected table's order."""
     keys = []
     for col in expected.columns:
-        if col not in actual.columns or col in NON_KEY_INTEGERS:
-            continue
+        if col not in actual.columns or col in NON_KEY_INTEGERS or is_timing_column(col):
+            continue  # a timing column (even a text one, such as where a time came from) identifies nothing
         if col in IDENTIFIER_FLOATS or not (is_float_dtype(expected[col]) or is_float_dtype(actual[col])):
             keys.append(col)
     return keys

@@ -23,12 +23,18 @@ import pandas as pd
 import torch
 
 from ..dko.evaluation import _evaluate, evaluate_design, find_frontend, load_design
-from ..dko.sensor_eval import SENSOR_MODES, baffle_sin_of, geometry_for, sensor_model, sensor_psfs_for
+from ..dko.sensor_eval import (SENSOR_MODES, baffle_sin_of, geometry_for, ideal_optics_sensor_model, sensor_model,
+                                sensor_psfs_for)
 from ..io import load_torch, save_torch
 from ..optics.sensor import light_budget, sensor_image
 from .paths import ProfilePaths
 
 LIGHT_COLUMNS = ("kernel", "render_window", "own_region", "neighbours", "window", "beyond_window")
+
+
+def sensor_finetune_dirs(cfg, paths: ProfilePaths) -> dict[str, Path]:
+    """``{design: results/<profile>/<design>_finetune_sensor}`` for ``cfg.sensor.finetune_designs``."""
+    return {name: paths.results / f"{name}_finetune_sensor" for name in cfg.sensor.finetune_designs}
 
 
 def _digest(model, geometry, baffle_sin, oversample, cell_model) -> str:
@@ -125,12 +131,18 @@ def run_sensor_study(cfg, designs: dict[str, Path], stage1: Path | None = None, 
     cache_dir = Path(cache_dir) if cache_dir is not None else paths.root / "cache" / "sensor" / cfg.profile
     H, W = dataset[0]["rgb"].shape[-2:]
     light, evals, costs, frames = [], [], [], {}
+    computed: dict[tuple, str] = {}  # (transmission digest, gap, wall) -> the design whose PSFs they are
     if stage1 is not None:
         base_net = load_design(stage1, cfg)
         evals.append(evaluate_design(base_net, dataset, cfg, evals=("full_psf_noise",), seed=seed,
                                      design="electronic", max_items=items))
         evals.append(evaluate_design(lambda mode: ideal_optics_model(base_net, cfg.optics, mode), dataset, cfg,
                                      evals=("full_psf_noise",), seed=seed, design="ideal_optics", max_items=items))
+        ideal = evaluate_design(lambda mode: ideal_optics_sensor_model(base_net, cfg.optics, cfg.sensor, (H, W), mode),
+                                dataset, cfg, evals=SENSOR_MODES, seed=seed, design="ideal_optics", max_items=items)
+        ideal.insert(1, "gap_m", float(cfg.sensor.gap_m))
+        ideal.insert(2, "baffle_wall_m", float(cfg.sensor.baffle_wall_m))  # walls stop nothing it sends
+        evals.append(ideal)
     for name, path in designs.items():
         model = load_design(path, cfg, stage1=stage1)
         if find_frontend(model) is None:
@@ -150,7 +162,14 @@ def run_sensor_study(cfg, designs: dict[str, Path], stage1: Path | None = None, 
             bsin = baffle_sin_of(cfg.sensor, cfg.optics, wall)
             if progress:
                 print(f"{name}: gap {gap * 1e6:g} um, baffle {wall * 1e3:g} mm, pitch {geometry.pitch_px} px")
+            key = (_digest(model, geometry, bsin, cfg.sensor.oversample, cfg.optics.cell_model), gap, wall)
+            cached_before = (Path(cache_dir) / f"psfs_{key[0]}.pt").exists()
             psfs, seconds = cached_sensor_psfs(model, cfg, geometry, bsin, cache_dir, progress)
+            # where the PSF seconds come from: measured here, read from the cache (measured when it was
+            # written), or the same array as a design above (its fine-tunes change only the back end)
+            source = (f"same array as {computed[key]}" if key in computed
+                      else "cache" if cached_before else "computed")
+            computed.setdefault(key, name)
             light.append(budget_frame(name, model, psfs, geometry, cfg, gap, wall))
             if (gap, wall) == variants[0]:
                 canvas, origin = sensor_frame(model, psfs, geometry, dataset[0]["rgb"])
@@ -171,7 +190,7 @@ def run_sensor_study(cfg, designs: dict[str, Path], stage1: Path | None = None, 
             timing = time_render(sensor_model(model, psfs, geometry, "sensor"), dataset)
             costs.append({"design": name, "gap_m": float(gap), "baffle_wall_m": float(wall),
                           "n_elements": int(psfs.shape[0]), "psf_window_px": "x".join(map(str, psfs.shape[-2:])),
-                          "pitch_px": geometry.pitch_px, "psf_s": seconds, **timing})
+                          "pitch_px": geometry.pitch_px, "psf_s": seconds, "psf_source": source, **timing})
     evals = pd.concat(evals, ignore_index=True)
     evals["images"] = len(dataset) if items is None else min(len(dataset), items)
     return {"light": pd.concat(light, ignore_index=True), "eval": evals, "cost": pd.DataFrame(costs),
@@ -218,15 +237,13 @@ def ensure_sensor_study(cfg, paths: ProfilePaths | None = None, progress: bool =
     out = paths.results / "sensor"
     names = ("light_budget", "sensor_eval", "cost")
     if not all((out / f"{n}.csv").exists() for n in names):
-        designs = ensure_designs(cfg, ("electronic", "dko", "dko_finetune", "dko_finetune_psf",
-                                       "dko_finetune_noise", "e2e"), paths, progress=progress)
+        designs = ensure_designs(cfg, ("electronic",) + tuple(cfg.sensor.designs), paths, progress=progress)
         stage1 = designs.pop("electronic")
         result = run_sensor_study(cfg, designs, stage1=stage1, progress=progress,
-                                  finetune_dirs={"dko": paths.results / "dko_finetune_sensor",
-                                                 "e2e": paths.results / "e2e_finetune_sensor"})
+                                  finetune_dirs=sensor_finetune_dirs(cfg, paths))
         write_sensor_study(result, out, paths.figures)
     return dict(zip(("light", "eval", "cost"), (pd.read_csv(out / f"{n}.csv") for n in names)))
 
 
 __all__ = ["LIGHT_COLUMNS", "budget_frame", "cached_sensor_psfs", "ensure_sensor_study", "run_sensor_study",
-           "sensor_frame", "time_render", "transmitted_fraction", "write_sensor_study"]
+           "sensor_finetune_dirs", "sensor_frame", "time_render", "transmitted_fraction", "write_sensor_study"]
