@@ -178,6 +178,11 @@ class BudgetConfig:
     """Stage-2 steps of the reference DKO run; 0 = the main chain's stage 2 (its stopping rule's
     count, ``results/<profile>/dko/summary.csv``). Every DKO run of the experiment then stops by
     the same rule (``dko.stop_window``), capped by ``dko.steps`` and by what its budget has left."""
+    stage1_stop: str = field(default="budget", metadata=_range(choices=("budget", "plateau")))
+    """Where each seed's stage 1 ends: at its largest budget (``budget``: every electronic and DKO
+    point spends its budget on training, at the constant rate that makes one run serve every
+    budget), or at the main chain's plateau, ``N1`` steps (``plateau``: a budget above that cost
+    reads the ``N1``-step network and spends less)."""
     finetune_steps: int = field(default=30, metadata=_range(0, 10_000_000))
     eval_items: int = field(default=0, metadata=_range(0, 10_000_000))
     """Test (and validation) images per evaluation; 0 = the whole split."""

@@ -405,10 +405,11 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
     # smoke geometry: stage 2's FLOPs exceed half of C_ref, so the 0.5 FLOP budget has no DKO point
     assert not ((dko["budget_axis"] == "flops") & (dko["budget_fraction"] == 0.5)).any()
     # every point spends its budget, on both axes, within the protocol's bounds (stage 1 stops at
-    # the first crossing or at its plateau, N1 steps; stage 2 runs what is left, in whole steps):
-    # checked on every DKO row -- the smoke ladder's DKO points all sit at the plateau, so a check
-    # on the points below it alone would check nothing
+    # the first crossing; stage 2 runs what is left, in whole steps): checked on every DKO row --
+    # the smoke ladder's DKO points sit at or below N1, so a check on the points below it alone
+    # would check nothing
     n1 = info["settings"]["stage1_steps"]
+    assert info["settings"]["stage1_stop"] == "budget"  # the profiles' setting; 'plateau' is tested below
     f = dko[dko["budget_axis"] == "flops"]
     assert len(f) and (dko["budget_axis"] == "wall").any()  # the checks below run on non-empty frames
     assert (f["steps"] <= n1).all()
@@ -421,12 +422,16 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
         table = table[table["budget_axis"] == "flops"]
         assert len(table)
         protocol.check_spend(table, info["budgets"], info["calibration"], n1,
-                             stage2_stops_early=smoke_stops_early)
+                             stage2_stops_early=smoke_stops_early, stage1_stop="budget")
     elec = pd.read_csv(tmp / "electronic_fast_0.csv")
-    top = elec[elec["budget_fraction"] >= 1.0]  # C_ref = N1 stage-1 steps + stage 2: past the plateau
-    assert len(top) and (top["steps"] == n1).all() and (top["spent_flops"] < top["budget_flops"]).all()
+    top = elec[(elec["budget_fraction"] >= 1.0) & (elec["budget_axis"] == "flops")]
+    # C_ref = N1 stage-1 steps + stage 2: the electronic network trains on past N1 and spends it
+    assert len(top) and (top["steps"] > n1).all() and (top["spent_flops"] >= top["budget_flops"]).all()
     manifest = json.loads((tmp / "s1" / "lr_1" / "snapshots.json").read_text())
-    assert max(e["step"] for e in manifest.values()) == n1
+    assert max(e["step"] for e in manifest.values()) > n1
+    # ... and a stage 1 stopped at the plateau would be flagged as an underspend there
+    stuck = top.assign(steps=n1, spent_flops=n1 * info["calibration"]["stage1_step"]["flops"])
+    assert len(protocol.spend_violations(stuck, info["budgets"], info["calibration"], n1, stage1_stop="budget")) == len(top)
     e2e = pd.read_csv(tmp / "e2e_scratch_fast_0.csv")
     ef = e2e[e2e["budget_axis"] == "flops"]
     assert (ef["spent_flops"] >= ef["budget_flops"]).all()
@@ -474,3 +479,32 @@ def test_reused_lr_requires_lr_from(smoke_run, tmp_path):
         run_eb.main(["--method", "dko", "--engine", "fast", "--seed", "0", "--out", str(tmp_path / "d.csv"),
                      "--lr-from", str(tmp / "dko_fast_0.csv")] + common)
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "d.csv").exists()
+
+
+def test_stage1_stop_plateau_keeps_the_n1_step_network_above_c_ref(tmp_path):
+    """``budget.stage1_stop: plateau``: stage 1 ends at N1 steps, so the electronic budgets at and
+    above C_ref read that network and spend less than their budget (within the plateau protocol);
+    its snapshots below N1 are those of the run that trains on (same constant rate)."""
+    import json
+
+    run_eb = _script("run_equal_budget")
+    common = ["--profile", "smoke", "--seed", "0", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+              "--set", "budget.engines=[fast]", "budget.stage1_steps=8", "budget.dko_steps=3", "budget.axes=[flops]"]
+    runs = {}
+    for stop in ("plateau", "budget"):
+        s1 = tmp_path / f"s1_{stop}"
+        run_eb.main(["--method", "stage1", "--out", str(tmp_path / f"stage1_{stop}.csv"), "--stage1-dir", str(s1)]
+                    + common + [f"budget.stage1_stop={stop}"])
+        runs[stop] = json.loads((s1 / "lr_1" / "snapshots.json").read_text())
+    plateau, to_budget = runs["plateau"], runs["budget"]
+    assert max(e["step"] for e in plateau.values()) == 8
+    assert max(e["step"] for e in to_budget.values()) > 8
+    for key, e in plateau.items():  # the plateau run is the longer run truncated
+        if e["step"] < 8:
+            assert to_budget[key]["step"] == e["step"] and to_budget[key]["flops"] == e["flops"], key
+    top = [k for k in plateau if k.startswith("electronic") and k.endswith("|1")]
+    assert top and all(plateau[k]["step"] == 8 and to_budget[k]["step"] > 8 for k in top)
+    # a stage-1 folder made under one setting is not read by jobs of the other
+    with pytest.raises(protocol.BudgetProtocolError, match="stage1_stop"):
+        run_eb.main(["--method", "electronic", "--engine", "fast", "--out", str(tmp_path / "e.csv"),
+                     "--stage1-dir", str(tmp_path / "s1_plateau")] + common)

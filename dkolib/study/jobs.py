@@ -90,10 +90,12 @@ def run_calibrate_job(ctx: JobContext) -> pd.DataFrame:
 
 
 def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
-    """Train stage 1 at the main chain's rate for ``N1`` steps, snapshotted at every budget a method needs.
+    """Train stage 1 at the main chain's rate, snapshotted at every budget a method needs.
 
-    Stage 1 stops where the main chain's did (its validation plateau, ``N1`` steps): a budget
-    above that cost gets the ``N1``-step network, which spends less than the budget.
+    With ``budget.stage1_stop: budget`` it trains on to the largest of those budgets, so every
+    snapshot spends its budget; with ``plateau`` it stops where the main chain's did (its
+    validation plateau, ``N1`` steps) and a budget above that cost gets the ``N1``-step network,
+    which spends less than the budget.
 
     Reads ``budgets.json`` (the ``calibrate`` job's; calibrates first if it is missing) and
     writes the run into ``ctx.stage1_dir / 'lr_1'`` (snapshots + manifest) and ``lr_search.csv``
@@ -109,9 +111,11 @@ def run_stage1_job(ctx: JobContext) -> pd.DataFrame:
     targets = stage1_targets(budgets, st) + [ref]
     model = _new_depthnet(cfg, ctx.seed)
     lr = cfg.stage1.lr
+    to_budget = st.stage1_stop == "budget"
+    cap = _steps_cap(budgets, st, calib["stage1_step"]["flops"]) if to_budget else st.stage1_steps
     man = train_with_snapshots(model, lambda: [{"params": list(model.parameters()), "lr": lr}], train_set,
                                targets=targets, work=root / "lr_1", seed=ctx.seed,
-                               batch_size=cfg.stage1.batch_size, steps_cap=st.stage1_steps, final_at_cap=True,
+                               batch_size=cfg.stage1.batch_size, steps_cap=cap, final_at_cap=not to_budget,
                                loss_fn=_depth_loss(cfg), weight_decay=cfg.stage1.weight_decay,
                                checkpoint_every=cfg.stage1.checkpoint_every, progress=ctx.progress, desc="stage1")
     model.load_state_dict(load_snapshot(root / "lr_1", man[ref.key])["state_dict"])
@@ -133,7 +137,10 @@ def load_stage1(stage1_dir: Path, settings: Settings, seed: int, engine: str) ->
         raise BudgetProtocolError(f"{p} was written for seed {info['seed']}, this job is seed {seed}")
     mine = dataclasses.asdict(settings)
     theirs = info["settings"]
-    diff = {k: (theirs.get(k), mine[k]) for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps")
+    # a budgets.json from before budget.stage1_stop existed was made with the plateau stop
+    theirs = {"stage1_stop": "plateau", **theirs}
+    diff = {k: (theirs.get(k), mine[k])
+            for k in ("fractions", "axes", "stage1_steps", "dko_steps", "finetune_steps", "stage1_stop")
             if list(np.atleast_1d(theirs.get(k))) != list(np.atleast_1d(mine[k]))}
     if diff:
         raise BudgetProtocolError(f"{p} was made with other budget settings {diff}; rerun the stage-1 job")

@@ -60,16 +60,21 @@ Truncation = snapshot
   repeated resumed ``train_loop`` calls, each up to the next pending budget, and the
   model is saved whenever a budget is crossed (:func:`dkolib.study.snapshots.train_with_snapshots`).
 
-Stage 1 stops at its plateau
-  Every seed's stage 1 trains to its budget or ``N1`` steps (the main chain's plateau),
-  whichever comes first: an ``electronic`` budget above the cost of ``N1`` steps (and a DKO
-  budget whose stage-1 share is above it) reads the ``N1``-step network and spends less than
-  its budget (the ``spent_*`` columns). The main chain does not train past its plateau either,
-  and training every seed on to 4x would cost about as much as a second E2E ladder.
+Stage 1 spends its budget (``budget.stage1_stop``)
+  With ``budget`` (the profiles' setting) every seed's stage 1 trains on at the main chain's
+  constant rate to the largest budget a method needs of it, so each ``electronic`` and DKO point
+  spends its budget as E2E does, and a budget above ``C_ref`` buys a longer-trained network. With
+  ``plateau`` it stops at ``N1`` steps (the main chain's plateau): an ``electronic`` budget above
+  the cost of ``N1`` steps (and a DKO budget whose stage-1 share is above it) reads the
+  ``N1``-step network and spends less than its budget (the ``spent_*`` columns), which leaves
+  DKO's and the electronic rows flat above 1x. A decayed schedule would train better per step
+  (``scripts/stage1_convergence.py`` measures it), but it would need one run per budget:
+  constant-rate snapshots are what let one run serve the whole ladder. The budget unit stays the
+  main chain's plateau-stopped run either way.
 
 DKO at budget B
   The DKO point at B uses the stage-1 snapshot at ``B - S2`` (``dko``) or
-  ``B - S2 - FT`` (``dko_ft``), or at ``N1`` steps if that comes first, where ``S2`` and ``FT`` are the calibrated costs of
+  ``B - S2 - FT`` (``dko_ft``) (with ``stage1_stop: plateau``: or at ``N1`` steps if that comes first), where ``S2`` and ``FT`` are the calibrated costs of
   stage 2 and of the fine-tune; stage 2 (and the fine-tune) is then run on it and its
   *measured* cost is added to the stage-1 snapshot's cost. Stage 2 stops by its rule, capped
   by ``dko.steps`` and by what the budget has left at the calibrated cost per step
@@ -110,7 +115,8 @@ Budget-specific configuration keys read here (with fallbacks so the code runs be
 they exist): ``budget.stage1_steps`` / ``budget.dko_steps`` (0 -> the main chain's counts),
 ``budget.finetune_steps`` (-> ``dko.finetune_steps``), ``budget.lr_tie_rel`` (-> 0),
 ``budget.eval_items`` (-> all), ``budget.axes`` (-> ``('wall', 'flops')``),
-``budget.noise_eval`` (-> False), ``budget.calib_steps`` (-> 3).
+``budget.noise_eval`` (-> False), ``budget.calib_steps`` (-> 3), ``budget.stage1_stop`` (-> ``plateau``,
+the behaviour before the key existed).
 """
 
 from __future__ import annotations
@@ -135,6 +141,8 @@ REQUIRED_COLUMNS = ("method", "engine", "seed", "budget_s", "budget_flops") + ME
 EXTRA_COLUMNS = ("lr", "lr_mult", "budget_fraction", "budget_axis", "spent_s", "cpu_s", "spent_flops", "steps")
 COLUMNS = REQUIRED_COLUMNS + EXTRA_COLUMNS
 """Column order of every per-job CSV and of ``equal_budget.csv``."""
+STAGE1_STOPS = ("budget", "plateau")
+"""``budget.stage1_stop``: stage 1 trains on to its largest budget, or stops at the main chain's plateau."""
 REFERENCE_FRACTION = 1.0
 REF_METHOD = "dko"
 """Denominator of the AbsRel ratio in the summary."""
@@ -161,6 +169,7 @@ class Settings:
     calib_steps: int
     lr_search: str = "first_seed"
     lr_tie_rel: float = 0.0
+    stage1_stop: str = "plateau"
 
     @property
     def lr_search_seed(self) -> int:
@@ -195,6 +204,9 @@ def settings_from_config(cfg) -> Settings:
     lr_search = str(getattr(b, "lr_search", "first_seed"))
     if lr_search not in ("first_seed", "every_seed"):
         raise ValueError(f"budget.lr_search must be 'first_seed' or 'every_seed', got {lr_search!r}")
+    stage1_stop = str(getattr(b, "stage1_stop", "plateau"))
+    if stage1_stop not in STAGE1_STOPS:
+        raise ValueError(f"budget.stage1_stop must be one of {STAGE1_STOPS}, got {stage1_stop!r}")
     if not b.seeds:
         raise ValueError("budget.seeds is empty: list at least one seed, e.g. [0, 1, 2]")
     return Settings(
@@ -204,7 +216,7 @@ def settings_from_config(cfg) -> Settings:
         finetune_steps=int(getattr(b, "finetune_steps", cfg.dko.finetune_steps)),
         eval_items=None if eval_items in (None, 0) else int(eval_items),
         noise_eval=bool(getattr(b, "noise_eval", False)), calib_steps=int(getattr(b, "calib_steps", 3)),
-        lr_search=lr_search, lr_tie_rel=float(getattr(b, "lr_tie_rel", 0.0)))
+        lr_search=lr_search, lr_tie_rel=float(getattr(b, "lr_tie_rel", 0.0)), stage1_stop=stage1_stop)
 
 
 def main_chain_steps(results_dir: str | Path) -> tuple[int, int]:
@@ -364,7 +376,8 @@ _SPEND_FIELDS = {"wall": ("budget_s", "spent_s", "wall_s"), "flops": ("budget_fl
 
 
 def spend_violations(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, *,
-                     wall_rtol: float = SPEND_WALL_RTOL, stage2_stops_early: bool = False) -> pd.DataFrame:
+                     wall_rtol: float = SPEND_WALL_RTOL, stage2_stops_early: bool = False,
+                     stage1_stop: str = "budget") -> pd.DataFrame:
     """The rows of a job table that spent outside the protocol's bounds on their own budget axis.
 
     ``budgets``, ``calib``: the ``budgets`` and ``calibration`` of the run's ``budgets.json``;
@@ -373,23 +386,29 @@ def spend_violations(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, *
     budget, ``C_ref`` the reference cost and ``s1`` / ``s2`` the calibrated cost of one stage-1 /
     stage-2 step of the row's engine, the spend must lie in:
 
-    * ``electronic``: ``[B, B + s1]`` (stage 1 stops before a step once its meter has reached B),
-      the lower bound waived at the plateau (``steps == N1``: stage 1 never trains past it);
-    * ``dko``, ``dko_ft``: ``[min(B, C_ref) - s2, B + max(s1, s2) + s2 / 3]``: stage 1 reaches its
-      share of B or its plateau and stage 2 runs what the budget has left in whole steps, so it
+    * ``electronic``: ``[B, B + s1]`` (stage 1 stops before a step once its meter has reached B);
+      with ``stage1_stop='plateau'`` the lower bound is waived at the plateau (``steps == N1``:
+      stage 1 never trains past it);
+    * ``dko``, ``dko_ft``: ``[B' - s2, B + max(s1, s2) + s2 / 3]`` with ``B' = B``
+      (``stage1_stop='budget'``) or ``min(B, C_ref)`` (``'plateau'``): stage 1 reaches its share of
+      B (or its plateau) and stage 2 runs what the budget has left in whole steps, so it
       underspends by less than one stage-2 step (no lower bound when ``stage2_stops_early``, i.e.
       ``dko.stop_window > 0``: the stopping rule may end stage 2 sooner); it overshoots by less
       than one step of either stage plus the gain fit (a forward simulation, a third of a step);
     * ``e2e_scratch``, ``e2e_warm``: ``[B, B + spent / steps]`` (snapshotted when the meter first
       reaches B; the row's mean step stands for its last step).
 
-    ``electronic`` and ``dko*`` rows must also have ``steps <= N1``. FLOPs are exact; on the wall
+    With ``stage1_stop='plateau'``, ``electronic`` and ``dko*`` rows must also have
+    ``steps <= N1``. FLOPs are exact; on the wall
     axis both bounds are widened by ``wall_rtol * B`` (:data:`SPEND_WALL_RTOL`). Returns the
     offending rows with the columns ``spend_lo``, ``spend_hi`` and ``violation`` (why, in words);
     empty when every row is inside its bounds.
     """
     if not wall_rtol >= 0:
         raise ValueError(f"wall_rtol must be >= 0, got {wall_rtol}")
+    if stage1_stop not in STAGE1_STOPS:
+        raise ValueError(f"stage1_stop must be one of {STAGE1_STOPS}, got {stage1_stop!r}")
+    plateau = stage1_stop == "plateau"
     bad = []
     for idx, r in table.iterrows():
         axis, method, engine = r["budget_axis"], r["method"], r["engine"]
@@ -401,9 +420,10 @@ def spend_violations(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, *
         s2 = float(calib["stage2_step"][engine][field])
         c_ref = float(budgets["engines"][engine]["c_ref"][field])
         if method == "electronic":
-            lo, hi = (b if steps < n1 else -math.inf), b + s1
+            lo, hi = (b if steps < n1 or not plateau else -math.inf), b + s1
         elif method in ("dko", "dko_ft"):
-            lo, hi = (-math.inf if stage2_stops_early else min(b, c_ref) - s2), b + max(s1, s2) + s2 / 3.0
+            floor = min(b, c_ref) if plateau else b
+            lo, hi = (-math.inf if stage2_stops_early else floor - s2), b + max(s1, s2) + s2 / 3.0
         elif method in ("e2e_scratch", "e2e_warm"):
             lo, hi = b, b + spent / max(1, steps)
         else:
@@ -415,7 +435,7 @@ def spend_violations(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, *
             why.append(f"underspent: {s_col}={spent:.6g} < {lo:.6g}")
         if spent > hi:
             why.append(f"overspent: {s_col}={spent:.6g} > {hi:.6g}")
-        if method != "e2e_scratch" and method != "e2e_warm" and steps > n1:
+        if plateau and method not in ("e2e_scratch", "e2e_warm") and steps > n1:
             why.append(f"stage 1 trained {steps} steps, past its plateau N1={n1}")
         if why:
             bad.append({**r.to_dict(), "spend_lo": lo, "spend_hi": hi, "violation": "; ".join(why)})
@@ -427,7 +447,43 @@ def check_spend(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, **kw) 
     (:func:`spend_violations`, which takes the same arguments)."""
     bad = spend_violations(table, budgets, calib, n1, **kw)
     if len(bad):
-        lines = [f"  {r.method} {r.engine} seed {r.seed} {r.budget_axis} x{r.budget_fraction:g} ({r.eval}): "
-                 f"{r.violation}" for r in bad.itertuples()]
         raise BudgetProtocolError(f"{len(bad)} row(s) spent outside the protocol's budget bounds:\n"
-                                  + "\n".join(lines))
+                                  + "\n".join(_violation_lines(bad)))
+
+
+def _violation_lines(bad: pd.DataFrame) -> list[str]:
+    return [f"  {r.method} {r.engine} seed {r.seed} {r.budget_axis} x{r.budget_fraction:g} ({r.eval}): "
+            f"{r.violation}" for r in bad.itertuples()]
+
+
+def check_study_spend(table: pd.DataFrame, runs: list[dict], *, stage2_stops_early: bool = False,
+                      wall_rtol: float = SPEND_WALL_RTOL) -> pd.DataFrame:
+    """Check a whole study's job table against the spend bounds, seed by seed.
+
+    ``runs``: the seeds' ``budgets.json`` contents (keys ``seed``, ``budgets``, ``calibration``,
+    ``settings``; ``settings['stage1_steps']`` is ``N1`` and ``settings['stage1_stop']`` the stage-1
+    mode, ``'plateau'`` where a file predates the option). FLOPs are exact, so a row outside its
+    bounds on the FLOP axis raises :class:`BudgetProtocolError`; wall-clock spends depend on the
+    machine's load, so the wall rows outside theirs are returned (the caller reports them).
+    A seed in ``table`` without a run raises too.
+    """
+    by_seed = {int(r["seed"]): r for r in runs}
+    missing = sorted(set(int(s) for s in table["seed"].unique()) - set(by_seed))
+    if missing:
+        raise BudgetProtocolError(f"no budgets.json for seed(s) {missing}: pass every seed's "
+                                  "equal_budget/stage1_<seed>/budgets.json")
+    flagged = []
+    for seed, run in by_seed.items():
+        rows = table[table["seed"] == seed]
+        if rows.empty:
+            continue
+        st = run["settings"]
+        flagged.append(spend_violations(rows, run["budgets"], run["calibration"], int(st["stage1_steps"]),
+                                        wall_rtol=wall_rtol, stage2_stops_early=stage2_stops_early,
+                                        stage1_stop=st.get("stage1_stop", "plateau")))
+    bad = pd.concat(flagged, ignore_index=True) if flagged else pd.DataFrame(columns=["budget_axis"])
+    exact = bad[bad["budget_axis"] == "flops"]
+    if len(exact):
+        raise BudgetProtocolError(f"{len(exact)} row(s) spent outside the protocol's FLOP bounds:\n"
+                                  + "\n".join(_violation_lines(exact)))
+    return bad[bad["budget_axis"] == "wall"].reset_index(drop=True)
