@@ -4,7 +4,12 @@
     python scripts/summarize_equal_budget.py --inputs results/default/equal_budget/*_*_*.csv \
         --out results/default/equal_budget.csv --summary results/default/equal_budget_summary.csv \
         [--catchup results/default/equal_budget_catchup.csv] [--time-to-accuracy PATH] \
-        [--stage1-metrics results/default/stage1/metrics.csv] [--figures figures/default]
+        [--stage1-metrics results/default/stage1/metrics.csv] [--figures figures/default] \
+        [--budgets results/default/equal_budget/stage1_*/budgets.json [--stage2-stops-early]]
+
+With ``--budgets`` (every seed's ``budgets.json``) every row's spend is checked against the
+protocol's bounds first (``dkolib.study.protocol.check_study_spend``): a row outside them on the
+FLOP axis stops the script before it writes anything; wall-clock rows outside theirs are reported.
 
 Writes (atomically)
 
@@ -30,6 +35,7 @@ Inputs that are stage-1 lr-search tables (no ``method`` column) are skipped with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -42,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dkolib.study.figures import plot_accuracy_vs_budget, plot_crop_vs_physical, plot_time_to_accuracy  # noqa: E402
-from dkolib.study.protocol import to_frame  # noqa: E402
+from dkolib.study.protocol import check_study_spend, to_frame  # noqa: E402
 from dkolib.study.stats import (GROUP, TTA_COLUMNS, TTA_REFERENCE, catch_up, check_columns, combine,  # noqa: E402
                                 summarize, time_to_accuracy)
 from dkolib.io import write_csv  # noqa: E402
@@ -116,9 +122,20 @@ def main(argv=None):
                     help="stage-1 metrics for the reference lines (default: stage1/metrics.csv beside --summary)")
     ap.add_argument("--figures", type=Path, default=None)
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--budgets", nargs="+", type=Path, default=None,
+                    help="every seed's equal_budget/stage1_<seed>/budgets.json: check each row's spend first")
+    ap.add_argument("--stage2-stops-early", action="store_true",
+                    help="stage 2 has a stopping rule (dko.stop_window > 0): DKO may underspend")
     args = ap.parse_args(argv)
 
     df = combine(_read_inputs(args.inputs))
+    if args.budgets and len(df):
+        runs = [json.loads(p.read_text()) for p in args.budgets]
+        wall = check_study_spend(df, runs, stage2_stops_early=args.stage2_stops_early)
+        print(f"spend: every FLOP-budget row inside the protocol's bounds ({len(args.budgets)} seeds)")
+        for r in wall.itertuples():
+            print(f"warning: {r.method} {r.engine} seed {r.seed} wall x{r.budget_fraction:g} ({r.eval}): "
+                  f"{r.violation} (wall clock depends on the machine's load)")
     summary = summarize(df, n_boot=args.n_boot)
     catch = catch_up(summary) if len(summary) else catch_up(pd.DataFrame(columns=GROUP + ["ratio_vs_dko"]))
     tta = _tta(df, args.n_boot)

@@ -119,6 +119,9 @@ rule eb_summary:
     input:
         runs=EB_OUTPUTS,
         metrics=f"{R}/stage1/metrics.csv",  # the constant predictor and the electronic network, drawn as lines
+        budgets=expand(f"{EB}/stage1_{{seed}}/budgets.json", seed=EB_SEEDS),  # every row's spend is checked
+    params:
+        stops_early="--stage2-stops-early" if int(CFG.dko.stop_window) > 0 else "",
     output:
         runs=f"{R}/equal_budget.csv",
         summary=f"{R}/equal_budget_summary.csv",
@@ -128,4 +131,4 @@ rule eb_summary:
     shell:
         f"python scripts/summarize_equal_budget.py --inputs {{input.runs}} --out {{output.runs}} "
         f"--summary {{output.summary}} --time-to-accuracy {{output.tta}} --stage1-metrics {{input.metrics}} "
-        f"--figures {FIG}"
+        f"--figures {FIG} --budgets {{input.budgets}} {{params.stops_early}}"

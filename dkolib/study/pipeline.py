@@ -8,6 +8,8 @@ the pipeline's results when Snakemake has produced them.
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -321,7 +323,8 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
     (``workflow/equal_budget.smk``); this path is for a notebook on a fresh clone.
     """
     from .jobs import JobContext, run_job
-    from .protocol import chosen_lr_mult, lr_source, resolve_reference_run, settings_from_config
+    from .protocol import (check_study_spend, chosen_lr_mult, lr_source, resolve_reference_run,
+                           settings_from_config)
     from .snapshots import cleanup_snapshots
     from .stats import combine, summarize
 
@@ -351,6 +354,12 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
                 frames.append(run(method, engine, work))
                 cleanup_snapshots(work)
         runs = combine(frames)
+        seeds_runs = [json.loads((paths.equal_budget / f"stage1_{s}" / "budgets.json").read_text())
+                      for s in settings.seeds]
+        wall = check_study_spend(runs, seeds_runs, stage2_stops_early=int(cfg.dko.stop_window) > 0)
+        for r in wall.itertuples():
+            warnings.warn(f"{r.method} {r.engine} seed {r.seed} wall x{r.budget_fraction:g}: {r.violation} "
+                          "(wall clock depends on the machine's load)", stacklevel=2)
         write_csv(runs, runs_path)
         write_csv(summarize(runs), summary_path)
     return pd.read_csv(runs_path), pd.read_csv(summary_path)
