@@ -188,8 +188,9 @@ def convergence_sentence(table: pd.DataFrame, physical: pd.DataFrame | None = No
     else:
         text += (f"`{chosen['schedule']}` reads test AbsRel {_fmt(chosen['test_abs_rel'])}, "
                  f"{_fmt(chosen['test_vs_main'])}x the main chain's {_fmt(main['test_abs_rel'])}, at "
-                 f"{_fmt(chosen['flops'] / main['flops'])}x its FLOPs. The main chain keeps its stage 1 (the "
-                 "equal-budget study's snapshots are that run truncated), so its figure is not a ceiling. ")
+                 f"{_fmt(chosen['flops'] / main['flops'])}x its FLOPs. The main chain keeps its stage 1 ("
+                 "constant rate, stopped on its plateau; the equal-budget study trains the same schedule on to "
+                 "each budget), so its figure is not a ceiling. ")
         if int(chosen["steps"]) == int(table["steps"].max()):
             text += ("The longest schedule tried is the best on validation: the network has not converged there, "
                      "and the ceiling of an electronic network of this size lies at or below this figure.")
