@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dkolib.study.figures import plot_accuracy_vs_budget, plot_crop_vs_physical, plot_time_to_accuracy  # noqa: E402
-from dkolib.study.protocol import check_study_spend, to_frame  # noqa: E402
+from dkolib.study.protocol import check_study_spend, to_frame, violation_lines  # noqa: E402
 from dkolib.study.stats import (GROUP, TTA_COLUMNS, TTA_REFERENCE, catch_up, check_columns, combine,  # noqa: E402
                                 summarize, time_to_accuracy)
 from dkolib.io import write_csv  # noqa: E402
@@ -133,9 +133,8 @@ def main(argv=None):
         runs = [json.loads(p.read_text()) for p in args.budgets]
         wall = check_study_spend(df, runs, stage2_stops_early=args.stage2_stops_early)
         print(f"spend: every FLOP-budget row inside the protocol's bounds ({len(args.budgets)} seeds)")
-        for r in wall.itertuples():
-            print(f"warning: {r.method} {r.engine} seed {r.seed} wall x{r.budget_fraction:g} ({r.eval}): "
-                  f"{r.violation} (wall clock depends on the machine's load)")
+        for line in violation_lines(wall):
+            print(f"warning: {line.strip()} (wall clock depends on the machine's load)")
     summary = summarize(df, n_boot=args.n_boot)
     catch = catch_up(summary) if len(summary) else catch_up(pd.DataFrame(columns=GROUP + ["ratio_vs_dko"]))
     tta = _tta(df, args.n_boot)

@@ -324,7 +324,7 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
     """
     from .jobs import JobContext, run_job
     from .protocol import (check_study_spend, chosen_lr_mult, lr_source, resolve_reference_run,
-                           settings_from_config)
+                           settings_from_config, violation_lines)
     from .snapshots import cleanup_snapshots
     from .stats import combine, summarize
 
@@ -357,9 +357,8 @@ def ensure_equal_budget(cfg: Config, paths: ProfilePaths | None = None,
         seeds_runs = [json.loads((paths.equal_budget / f"stage1_{s}" / "budgets.json").read_text())
                       for s in settings.seeds]
         wall = check_study_spend(runs, seeds_runs, stage2_stops_early=int(cfg.dko.stop_window) > 0)
-        for r in wall.itertuples():
-            warnings.warn(f"{r.method} {r.engine} seed {r.seed} wall x{r.budget_fraction:g}: {r.violation} "
-                          "(wall clock depends on the machine's load)", stacklevel=2)
+        for line in violation_lines(wall):
+            warnings.warn(f"{line.strip()} (wall clock depends on the machine's load)", stacklevel=2)
         write_csv(runs, runs_path)
         write_csv(summarize(runs), summary_path)
     return pd.read_csv(runs_path), pd.read_csv(summary_path)

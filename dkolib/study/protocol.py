@@ -448,10 +448,11 @@ def check_spend(table: pd.DataFrame, budgets: dict, calib: dict, n1: int, **kw) 
     bad = spend_violations(table, budgets, calib, n1, **kw)
     if len(bad):
         raise BudgetProtocolError(f"{len(bad)} row(s) spent outside the protocol's budget bounds:\n"
-                                  + "\n".join(_violation_lines(bad)))
+                                  + "\n".join(violation_lines(bad)))
 
 
-def _violation_lines(bad: pd.DataFrame) -> list[str]:
+def violation_lines(bad: pd.DataFrame) -> list[str]:
+    """One indented line per row of a :func:`spend_violations` table: which run, and why."""
     return [f"  {r.method} {r.engine} seed {r.seed} {r.budget_axis} x{r.budget_fraction:g} ({r.eval}): "
             f"{r.violation}" for r in bad.itertuples()]
 
@@ -485,5 +486,5 @@ def check_study_spend(table: pd.DataFrame, runs: list[dict], *, stage2_stops_ear
     exact = bad[bad["budget_axis"] == "flops"]
     if len(exact):
         raise BudgetProtocolError(f"{len(exact)} row(s) spent outside the protocol's FLOP bounds:\n"
-                                  + "\n".join(_violation_lines(exact)))
+                                  + "\n".join(violation_lines(exact)))
     return bad[bad["budget_axis"] == "wall"].reset_index(drop=True)
