@@ -23,6 +23,11 @@ for one inverse FFT on a fine output grid:
 Step 4 is the approximation: its error against the exact engines on their windows is
 measured in ``tests/test_sensor.py`` and by ``scripts/sensor_study.py``.
 
+Memory: up to ``_CACHED_TRANSFER_ELEMENTS`` kept frequencies (every window of the default
+profile) steps 2-4 run in one piece; beyond (the paper's size, about 19,000 x 29,000 frequencies
+at 400 nm) the transfer function and the field are built a block of columns, then of rows, at a
+time, the same sums to single-precision rounding in a few GB instead of more than 24.
+
 Baffles (``baffle_sin``): opaque walls between apertures are modelled as an angular
 cut-off, every plane-wave component with ``lambda |f_axis| > baffle_sin`` on either axis
 removed (a wall along each grid axis stops rays steeper than its angle along that axis),
@@ -107,11 +112,57 @@ def _pixel_integrals(intensity: torch.Tensor, x0_m: float, q_m: float, edges_m: 
     return out if dim == 0 else out.transpose(0, 1)
 
 
+_BLOCK_ELEMENTS = 1 << 25
+"""Complex samples per working block (256 MB in single precision): the spectrum, the transfer
+function and the field are processed a block of columns or rows at a time, so memory stays a few
+GB at the paper's size (where the kept band alone is about 19,000 x 28,000 samples)."""
+_CACHED_TRANSFER_ELEMENTS = 1 << 27
+"""Up to this many kept frequencies (1 GB of ``H``; every window of the default profile) the transfer
+function is kept between calls and steps 2-4 run in one piece; above it ``H`` is rebuilt a block at a
+time and so is the field."""
+
+
+class _Transfer:
+    """``H`` (complex64) on the kept bins, whole or one block of columns at a time.
+
+    Every element is computed by the same numpy expression whatever the block, so a block is
+    bit for bit the same columns of the whole array.
+    """
+
+    def __init__(self, fs, tapers, ramps, lam: float, z: float):
+        self.f0, self.f1 = fs
+        self.tapers, self.ramps, self.lam, self.z = tapers, ramps, lam, z
+        self.shape = (self.f0.size, self.f1.size)
+        self._whole = None
+        if self.shape[0] * self.shape[1] <= _CACHED_TRANSFER_ELEMENTS:
+            self._whole = self._compute(0, self.shape[1])
+
+    def columns(self, c0: int, c1: int) -> torch.Tensor:
+        if self._whole is not None:
+            return self._whole[:, c0:c1]
+        return self._compute(c0, c1)
+
+    def _compute(self, c0: int, c1: int) -> torch.Tensor:
+        lam, z = self.lam, self.z
+        f0, f1 = self.f0[:, None], self.f1[None, c0:c1]
+        f2 = f0 ** 2 + f1 ** 2
+        arg = 1.0 / lam ** 2 - f2
+        prop = arg > 0
+        kz = np.sqrt(np.where(prop, arg, 0.0))
+        H = np.where(prop, np.exp(1j * 2 * np.pi * z * (-f2 / (kz + 1.0 / lam))), 0.0)
+        for axis, (a, t_keep, t_cut) in enumerate(self.tapers):
+            fa = f0 if axis == 0 else f1
+            u = np.clip((_travel_for_freq_m(fa, f2, lam, z) - t_keep) / (t_cut - t_keep), 0.0, 1.0)
+            H = H * (0.5 * (1.0 + np.cos(np.pi * u)) * (a[:, None] if axis == 0 else a[None, c0:c1]))
+        H = H * self.ramps[0][:, None] * self.ramps[1][None, c0:c1]
+        return torch.from_numpy(H).to(torch.complex64)
+
+
 @functools.lru_cache(maxsize=3)
 def _operators(n_cells: int, cell_pitch_m: float, pixel_pitch_m: float, sensor_distance_m: float,
                source_distance_m: float, cell_model: str, wavelength_m: float, half_px: tuple[int, int],
                baffle_sin: float | None, oversample: float):
-    """Per wavelength: incident wave, FFT sizes, kept bins, ``H`` (complex64) and output-grid geometry."""
+    """Per wavelength: incident wave, kept bins, ``H`` (a :class:`_Transfer`) and output-grid geometry."""
     from types import SimpleNamespace
 
     cfg = SimpleNamespace(cell_pitch_m=cell_pitch_m, pixel_pitch_m=pixel_pitch_m, cell_model=cell_model,
@@ -141,19 +192,9 @@ def _operators(n_cells: int, cell_pitch_m: float, pixel_pitch_m: float, sensor_d
             raise ValueError("the pixel window is wider than the propagated grid")
         ramps.append(np.exp(1j * 2 * np.pi * f * (x_s + c * p)) * (n_f / n_pad))
         grids.append((n_pad, n_f, torch.as_tensor(np.mod(k, n_f)), length, x_s, q))
-    f0, f1 = fs[0][:, None], fs[1][None, :]
-    f2 = f0 ** 2 + f1 ** 2
-    arg = 1.0 / lam ** 2 - f2
-    prop = arg > 0
-    kz = np.sqrt(np.where(prop, arg, 0.0))
-    H = np.where(prop, np.exp(1j * 2 * np.pi * z * (-f2 / (kz + 1.0 / lam))), 0.0)
-    for axis, (a, t_keep, t_cut) in enumerate(tapers):
-        fa = f0 if axis == 0 else f1
-        u = np.clip((_travel_for_freq_m(fa, f2, lam, z) - t_keep) / (t_cut - t_keep), 0.0, 1.0)
-        H = H * (0.5 * (1.0 + np.cos(np.pi * u)) * (a[:, None] if axis == 0 else a[None, :]))
-    H = H * ramps[0][:, None] * ramps[1][None, :]
+    H = _Transfer(fs, tapers, ramps, lam, z)
     inc = torch.from_numpy(np.exp(1j * incident_phase_rad(n_cells, p, source_distance_m, lam))).to(torch.complex64)
-    return inc, idxs, torch.from_numpy(H).to(torch.complex64), grids
+    return inc, idxs, H, grids
 
 
 def _operators_for(optics_cfg, n_cells: int, wavelength_m: float, half_px, baffle_sin, oversample):
@@ -182,6 +223,17 @@ def sensor_psf_one(transmission: torch.Tensor, wavelength_m: float, optics_cfg, 
     n = t.shape[-1]
     inc, idxs, H, grids = _operators_for(optics_cfg, n, wavelength_m, half_px, baffle_sin, oversample)
     S = torch.fft.fft2(t.to(torch.complex64) * inc, s=(grids[0][0], grids[1][0]))
+    P = optics_cfg.pixel_pitch_m
+    edges = [(np.arange(2 * int(r) + 2) - int(r) - 0.5) * P for r in half_px]
+    if H.shape[0] * H.shape[1] <= _CACHED_TRANSFER_ELEMENTS:
+        intensity = _propagate_whole(S, idxs, H.columns(0, H.shape[1]), grids, edges)
+    else:
+        intensity = _propagate_blocked(S, idxs, H, grids, edges)
+    return intensity / (n * optics_cfg.cell_pitch_m) ** 2
+
+
+def _propagate_whole(S, idxs, H, grids, edges):
+    """Steps 2-4 in one piece (the kept band fits in memory): ``[2 R0 + 1, 2 R1 + 1]`` pixel integrals."""
     # bins k mod Np for k = -k_max..k_max are a cyclic run: tile the spectrum and slice it
     reps, starts = [], []
     for axis, idx in enumerate(idxs):
@@ -198,12 +250,45 @@ def sensor_psf_one(transmission: torch.Tensor, wavelength_m: float, optics_cfg, 
         out = torch.fft.ifft(placed, dim=axis).narrow(axis, 0, length)
     intensity = out.real ** 2 + out.imag ** 2
     del out
-    P = optics_cfg.pixel_pitch_m
-    for axis, r in enumerate(half_px):
-        edges = (np.arange(2 * int(r) + 2) - int(r) - 0.5) * P
-        x0, q = grids[axis][4], grids[axis][5]
-        intensity = _pixel_integrals(intensity, x0, q, edges, axis)
-    return intensity / (n * optics_cfg.cell_pitch_m) ** 2
+    for axis in range(2):
+        intensity = _pixel_integrals(intensity, grids[axis][4], grids[axis][5], edges[axis], axis)
+    return intensity
+
+
+def _propagate_blocked(S, idxs, H, grids, edges):
+    """Steps 2-4 a block of columns, then of rows, at a time (the paper's size): the same sums as
+    :func:`_propagate_whole` to single-precision rounding (``tests/test_sensor.py``), in a few GB."""
+    (_, nf0, bins0, len0, _, _), (_, nf1, bins1, len1, _, _) = grids
+    K0, K1 = H.shape
+    # the kept spectrum times H, inverse-transformed along axis 0 (columns are independent)
+    S0 = S.index_select(0, idxs[0])
+    field = torch.empty((len0, K1), dtype=torch.complex64)
+    step = max(1, _BLOCK_ELEMENTS // max(nf0, 1))
+    for c0 in range(0, K1, step):
+        c1 = min(K1, c0 + step)
+        block = S0.index_select(1, idxs[1][c0:c1]).mul(H.columns(c0, c1))
+        placed = torch.zeros((nf0, c1 - c0), dtype=block.dtype).index_copy_(0, bins0, block)
+        field[:, c0:c1] = torch.fft.ifft(placed, dim=0).narrow(0, 0, len0)
+        del block, placed
+    del S0
+    # then along axis 1 (rows are independent)
+    intensity = torch.empty((len0, len1), dtype=torch.float32)
+    step = max(1, _BLOCK_ELEMENTS // max(nf1, 1))
+    for r0 in range(0, len0, step):
+        r1 = min(len0, r0 + step)
+        placed = torch.zeros((r1 - r0, nf1), dtype=field.dtype).index_copy_(1, bins1, field[r0:r1])
+        out = torch.fft.ifft(placed, dim=1).narrow(1, 0, len1)
+        intensity[r0:r1] = out.real ** 2 + out.imag ** 2
+        del placed, out
+    del field
+    # pixel integrals along axis 0 (columns are independent), then along axis 1
+    rows = torch.empty((edges[0].size - 1, len1), dtype=torch.float32)
+    step = max(1, _BLOCK_ELEMENTS // max(len0, 1))
+    for c0 in range(0, len1, step):
+        c1 = min(len1, c0 + step)
+        rows[:, c0:c1] = _pixel_integrals(intensity[:, c0:c1], grids[0][4], grids[0][5], edges[0], 0)
+    del intensity
+    return _pixel_integrals(rows, grids[1][4], grids[1][5], edges[1], 1)
 
 
 def sensor_psf(transmission: torch.Tensor, wavelengths_m, optics_cfg, half_px: tuple[int, int],
