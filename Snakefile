@@ -175,7 +175,7 @@ rule bench_sensor:
     benchmark:
         f"{BENCH}/bench_sensor.tsv"
     shell:
-        "python scripts/bench_sensor.py --sizes default paper --threads 1 --out {output}"
+        "python scripts/bench_sensor.py --sizes default paper --threads 1 --repeats 1 --out {output}"
 
 
 rule bench_training:
@@ -285,7 +285,8 @@ rule dko:
 
 
 rule synthesis_study:
-    # stage-2 settings (init x lr, leakage weight / paper loss) on two selection channels
+    # stage-2 settings (init x lr, leakage weight / paper loss, smoother phase) on two selection channels,
+    # and the profile's own setting run on to 5x its cap
     params:
         config=cfg_hash(*OPT),
     input:
@@ -300,7 +301,8 @@ rule synthesis_study:
         f"{BENCH}/synthesis_study.tsv"
     shell:
         f"python scripts/synthesis_study.py --profile {PROFILE} --stage1 {{input}} --threads {{threads}} "
-        f"--milestones {max(1, CFG.dko.steps // 2)},{CFG.dko.steps}"
+        f"--milestones {max(1, CFG.dko.steps // 2)},{CFG.dko.steps} "
+        f"--step-milestones {int(2.5 * CFG.dko.steps)},{5 * CFG.dko.steps}"
 
 
 rule dko_finetune:

@@ -10,6 +10,8 @@ alone (it reports all channels; the choice is made on two of them):
 * ``init_lr``: every ``--inits`` x ``--lrs`` with the profile's loss and leakage weight;
 * ``leakage``: the leakage loss at every ``--leakage-weights`` and the paper's loss, with
   the profile's init and lr: channel kernel error against the light in the crop (Pareto);
+* ``steps``: the profile's own setting run on past the caps, through ``--step-milestones``: does a
+  longer stage 2 raise the light in the crop or lower the kernel error?
 * ``smoothness``: designs with a smoother phase, with the profile's loss, weight and lr: a
   correlated random start (``--corr-cells``), a cell-to-cell smoothness term from the profile's
   start (``--smoothness-weights``) and a coarser phase grid (``--block-cells``). Under the
@@ -100,6 +102,12 @@ def main(argv=None) -> int:
     ap.add_argument("--smoothness-weights", default="0.1,0.3,1", help="smoothness-term weights")
     ap.add_argument("--block-cells", default="2,3", help="coarser phase grids (cells per block side)")
     ap.add_argument("--milestones", default="60,120", help="step caps reported per run")
+    ap.add_argument("--step-milestones", default="",
+                    help="longer caps for the profile's own setting (grid 'steps'; '' skips it)")
+    ap.add_argument("--only-grids", default="",
+                    help="rerun these grids only (e.g. 'steps'), keeping the other grids' rows of an existing --out: "
+                         "every run is seeded alike and independent of the others, so the file is the one a whole "
+                         "run writes")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="default: results/<profile>/dko/synthesis_study.csv")
@@ -117,6 +125,9 @@ def main(argv=None) -> int:
         ap.error(f"--channels {args.channels}: the network has {weight.shape[0]} output channels")
     weight = weight[channels]
     milestones = [int(m) for m in args.milestones.split(",")]
+    long_caps = sorted({int(m) for m in _numbers(args.step_milestones)} | set(milestones))
+    if _numbers(args.step_milestones) and long_caps[-1] <= max(milestones):
+        ap.error(f"--step-milestones {args.step_milestones}: give caps beyond --milestones {args.milestones}")
     # the study runs to its caps: the stopping rule would cut settings short at different steps
     base = dataclasses.replace(cfg.dko, stop_window=0)
     runs = [("init_lr", dataclasses.replace(base, init=i, lr=float(lr)))
@@ -130,14 +141,30 @@ def main(argv=None) -> int:
              for w in _numbers(args.smoothness_weights)]
     runs += [("smoothness", dataclasses.replace(base, phase_block_cells=int(b)))
              for b in _numbers(args.block_cells)]
+    if _numbers(args.step_milestones):
+        runs.append(("steps", base))
     rows = []
+    only = [g for g in args.only_grids.split(",") if g.strip()]
+    if only:
+        unknown = sorted(set(only) - {g for g, _ in runs})
+        if unknown:
+            ap.error(f"--only-grids {args.only_grids}: no runs in grids {unknown} with these arguments")
+        if not out.exists():
+            ap.error(f"--only-grids keeps the other grids' rows of --out, but {out} does not exist: run every grid")
+        kept = pd.read_csv(out)
+        kept = kept[~kept["grid"].isin(only)]
+        if set(kept["channels"].astype(str)) - {args.channels} or set(kept["step_cap"]) - set(milestones):
+            ap.error(f"{out} was written with other channels or step caps than --channels {args.channels} "
+                     f"--milestones {args.milestones}: run every grid")
+        rows = kept.to_dict("records")
+        runs = [(g, d) for g, d in runs if g in only]
     for i, (grid, dko) in enumerate(runs):
         tag = {"grid": grid, "channels": args.channels, "sensor_distance_m": cfg.optics.sensor_distance_m,
                "n_cells": cfg.optics.n_cells}
         print(f"[{i + 1}/{len(runs)}] {grid}: init={dko.init} lr={dko.lr} loss={dko.loss} "
               f"leakage_weight={dko.leakage_weight} corr={dko.init_corr_cells} smooth={dko.smoothness_weight} "
               f"block={dko.phase_block_cells}", flush=True)
-        rows += run_one(weight, cfg, dko, milestones, tag, args.seed)
+        rows += run_one(weight, cfg, dko, long_caps if grid == "steps" else milestones, tag, args.seed)
         write_csv(pd.DataFrame(rows), out)  # partial results survive an interruption
     study = pd.DataFrame(rows)
     fig = plots.plot_fidelity_light_tradeoff(study, chosen_weight=cfg.dko.leakage_weight)

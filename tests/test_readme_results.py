@@ -306,3 +306,23 @@ def test_scaling_section_reports_time_per_step_against_one_process(tmp_path):
     assert "96 metasurfaces of 257 x 257 cells (`default` profile), 10 timed steps per row" in text
     assert "2 processes take 0.5x one process's time per step." in text
     assert "| 2 | 1 | 1.5 | 2 | 48 | 3072 |" in text
+
+
+def test_longer_stage2_rows_are_tabled_apart_from_the_settings_at_their_cap(tmp_path):
+    common = {"loss": "leakage", "leakage_weight": 2.0, "init": "random", "lr": 0.2, "err_ch": 0.5,
+              "s_per_step": 0.4, "corr_elem": 0.99, "channels": "0-1"}
+    rows = [{**common, "grid": "init_lr", "step_cap": 120, "err_elem": 0.11, "eff_crop": 0.2},
+            {**common, "grid": "leakage", "step_cap": 120, "err_elem": 0.11, "eff_crop": 0.2},
+            {**common, "grid": "steps", "step_cap": 600, "err_elem": 0.111, "eff_crop": 0.207},
+            {**common, "grid": "steps", "step_cap": 120, "err_elem": 0.109, "eff_crop": 0.199}]
+    text = rr.steps_text(pd.DataFrame(rows))
+    assert ("from 120 to 600 steps the light in the crop goes from 0.199 to 0.207 and the kernel error from "
+            "0.109 to 0.111") in text
+    assert text.index("| 120 |") < text.index("| 600 |")  # ordered by steps
+    assert rr.steps_text(pd.DataFrame(rows[:2])) == ""
+    # the settings' tables stay at their own cap (120), not at the steps grid's 600
+    paths = ProfilePaths("default", tmp_path)
+    paths.dko.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(paths.dko / "synthesis_study.csv", index=False)
+    section = rr.synthesis_section(paths)
+    assert "120 steps, gains per metasurface" in section and "| random | 0.2 | 0.99 | 0.11 |" in section

@@ -158,7 +158,8 @@ def synthesis_section(paths: ProfilePaths) -> str:
     study = _read(paths.dko / "synthesis_study.csv")
     if study is None:
         return ""
-    last = study[study["step_cap"] == study["step_cap"].max()]
+    grids = study[study["grid"] != "steps"]  # the steps grid runs past the other settings' caps
+    last = grids[grids["step_cap"] == grids["step_cap"].max()]
     cols = {"corr_elem": "correlation", "err_elem": "kernel error", "err_ch": "error, gain per channel",
             "eff_crop": "light in crop", "s_per_step": "s / step"}
     init_lr = last[last["grid"] == "init_lr"][["init", "lr", *cols]].rename(columns=cols)
@@ -168,9 +169,25 @@ def synthesis_section(paths: ProfilePaths) -> str:
             f"{int(last['step_cap'].iloc[0])} steps, gains per metasurface unless stated. Initialisation "
             "and learning rate (profile loss):\n\n" + _table(init_lr) + "\n\n"
             "Loss and leakage weight (profile init and lr): the weight trades kernel error against the "
-            "light that reaches the crop.\n\n" + _table(leak) + "\n\n" + smoothness_text(last, cols, _profile_optics(paths))
+            "light that reaches the crop.\n\n" + _table(leak) + "\n\n" + steps_text(study)
+            + smoothness_text(last, cols, _profile_optics(paths))
             + _figure(paths, "dko_pareto", "stage-2 kernel error against light in the crop", paths.root)
             + paper_geometry_text(paths))
+
+
+def steps_text(study: pd.DataFrame) -> str:
+    """The ``steps`` grid of the synthesis study: the profile's setting run on past its cap."""
+    rows = study[study["grid"] == "steps"]
+    if rows.empty:
+        return ""
+    rows = rows.sort_values("step_cap")
+    first, end = rows.iloc[0], rows.iloc[-1]
+    cols = {"step_cap": "steps", "corr_elem": "correlation", "err_elem": "kernel error", "eff_crop": "light in crop"}
+    return (f"A longer stage 2 at the profile's setting (weight {end['leakage_weight']:g}, the stopping rule off): "
+            f"from {int(first['step_cap'])} to {int(end['step_cap'])} steps the light in the crop goes from "
+            f"{_fmt(first['eff_crop'])} to {_fmt(end['eff_crop'])} and the kernel error from "
+            f"{_fmt(first['err_elem'])} to {_fmt(end['err_elem'])}.\n\n"
+            + _table(rows[list(cols)].rename(columns=cols)) + "\n\n")
 
 
 def _profile_optics(paths: ProfilePaths):
