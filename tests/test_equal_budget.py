@@ -355,7 +355,8 @@ def smoke_run(tmp_path_factory):
     run_eb = _script("run_equal_budget")
     tmp = tmp_path_factory.mktemp("eb")
     common = ["--profile", "smoke", "--seed", "0", "--stage1-dir", str(tmp / "s1"), "--cache-dir", str(tmp / "cache"),
-              "--no-progress", "--set", "budget.engines=[fast]", "budget.stage1_steps=8", "budget.dko_steps=3"]
+              "--no-progress", "--set", "budget.engines=[fast]", "budget.stage1_steps=8", "budget.dko_steps=3",
+              "budget.stage1_stop=budget"]  # the default and paper profiles' mode (smoke stops at the plateau)
     run_eb.main(["--method", "stage1", "--out", str(tmp / "stage1_0.csv")] + common)
     outs = []
     for m in ("electronic", "dko", "e2e_scratch"):
@@ -409,7 +410,7 @@ def test_dko_has_no_row_where_stage2_does_not_fit(smoke_run):
     # the smoke ladder's DKO points sit at or below N1, so a check on the points below it alone
     # would check nothing
     n1 = info["settings"]["stage1_steps"]
-    assert info["settings"]["stage1_stop"] == "budget"  # the profiles' setting; 'plateau' is tested below
+    assert info["settings"]["stage1_stop"] == "budget"  # set above; 'plateau' is tested below
     f = dko[dko["budget_axis"] == "flops"]
     assert len(f) and (dko["budget_axis"] == "wall").any()  # the checks below run on non-empty frames
     assert (f["steps"] <= n1).all()
@@ -507,4 +508,4 @@ def test_stage1_stop_plateau_keeps_the_n1_step_network_above_c_ref(tmp_path):
     # a stage-1 folder made under one setting is not read by jobs of the other
     with pytest.raises(protocol.BudgetProtocolError, match="stage1_stop"):
         run_eb.main(["--method", "electronic", "--engine", "fast", "--out", str(tmp_path / "e.csv"),
-                     "--stage1-dir", str(tmp_path / "s1_plateau")] + common)
+                     "--stage1-dir", str(tmp_path / "s1_plateau")] + common + ["budget.stage1_stop=budget"])
