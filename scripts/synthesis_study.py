@@ -125,8 +125,9 @@ def main(argv=None) -> int:
         ap.error(f"--channels {args.channels}: the network has {weight.shape[0]} output channels")
     weight = weight[channels]
     milestones = [int(m) for m in args.milestones.split(",")]
-    long_caps = sorted({int(m) for m in _numbers(args.step_milestones)} | set(milestones))
-    if _numbers(args.step_milestones) and long_caps[-1] <= max(milestones):
+    step_caps = [int(m) for m in _numbers(args.step_milestones)]
+    long_caps = sorted(set(step_caps) | set(milestones))
+    if step_caps and long_caps[-1] <= max(milestones):
         ap.error(f"--step-milestones {args.step_milestones}: give caps beyond --milestones {args.milestones}")
     # the study runs to its caps: the stopping rule would cut settings short at different steps
     base = dataclasses.replace(cfg.dko, stop_window=0)
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
              for w in _numbers(args.smoothness_weights)]
     runs += [("smoothness", dataclasses.replace(base, phase_block_cells=int(b)))
              for b in _numbers(args.block_cells)]
-    if _numbers(args.step_milestones):
+    if step_caps:
         runs.append(("steps", base))
     rows = []
     only = [g for g in args.only_grids.split(",") if g.strip()]

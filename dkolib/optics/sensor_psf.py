@@ -123,7 +123,8 @@ time and so is the field."""
 
 
 class _Transfer:
-    """``H`` (complex64) on the kept bins, whole or one block of columns at a time.
+    """``H`` (complex64) on the kept bins: ``whole`` (kept, up to ``_CACHED_TRANSFER_ELEMENTS``;
+    else None) or one block of columns at a time (:meth:`columns`).
 
     Every element is computed by the same numpy expression whatever the block, so a block is
     bit for bit the same columns of the whole array.
@@ -133,16 +134,11 @@ class _Transfer:
         self.f0, self.f1 = fs
         self.tapers, self.ramps, self.lam, self.z = tapers, ramps, lam, z
         self.shape = (self.f0.size, self.f1.size)
-        self._whole = None
+        self.whole = None
         if self.shape[0] * self.shape[1] <= _CACHED_TRANSFER_ELEMENTS:
-            self._whole = self._compute(0, self.shape[1])
+            self.whole = self.columns(0, self.shape[1])
 
     def columns(self, c0: int, c1: int) -> torch.Tensor:
-        if self._whole is not None:
-            return self._whole[:, c0:c1]
-        return self._compute(c0, c1)
-
-    def _compute(self, c0: int, c1: int) -> torch.Tensor:
         lam, z = self.lam, self.z
         f0, f1 = self.f0[:, None], self.f1[None, c0:c1]
         f2 = f0 ** 2 + f1 ** 2
@@ -225,8 +221,8 @@ def sensor_psf_one(transmission: torch.Tensor, wavelength_m: float, optics_cfg, 
     S = torch.fft.fft2(t.to(torch.complex64) * inc, s=(grids[0][0], grids[1][0]))
     P = optics_cfg.pixel_pitch_m
     edges = [(np.arange(2 * int(r) + 2) - int(r) - 0.5) * P for r in half_px]
-    if H.shape[0] * H.shape[1] <= _CACHED_TRANSFER_ELEMENTS:
-        intensity = _propagate_whole(S, idxs, H.columns(0, H.shape[1]), grids, edges)
+    if H.whole is not None:
+        intensity = _propagate_whole(S, idxs, H.whole, grids, edges)
     else:
         intensity = _propagate_blocked(S, idxs, H, grids, edges)
     return intensity / (n * optics_cfg.cell_pitch_m) ** 2
